@@ -1,0 +1,88 @@
+"""Batches kept in Redis beside the results, so any machine can follow one later."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import redis
+
+from worker.keys import Keys
+
+#: Jobs read from Redis per round trip when following a batch.
+CHUNK = 1000
+
+
+class BatchNotFound(LookupError):
+    """No batch with that id (never made, or expired with its results)."""
+
+
+class BatchStore:
+    """Batch records: a hash of facts, a list of accepted jobs, a list of refused lines."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        ttl_s: int,
+        meta_key: Callable[[str], bytes | str],
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._meta_key = meta_key
+
+    def create(self, batch_id: str, name: str | None) -> None:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        facts = {"id": batch_id, "name": name or "", "created": now, "total": 0, "rejected": 0,
+                 "enqueued": 0}
+        pipe.hset(self.keys.batch(batch_id), mapping=facts)
+        pipe.expire(self.keys.batch(batch_id), self.ttl_s)
+        pipe.zadd(self.keys.batches(), {batch_id: now})
+        pipe.execute()
+
+    def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
+        """Record accepted jobs (before they are published) and refused lines."""
+        pipe = self.client.pipeline(transaction=False)
+        if entries:
+            pipe.rpush(self.keys.batch_jobs(batch_id), *(json.dumps(e) for e in entries))
+            pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
+            pipe.hincrby(self.keys.batch(batch_id), "total", len(entries))
+        if rejected:
+            pipe.rpush(self.keys.batch_rejected(batch_id), *(json.dumps(r) for r in rejected))
+            pipe.expire(self.keys.batch_rejected(batch_id), self.ttl_s)
+            pipe.hincrby(self.keys.batch(batch_id), "rejected", len(rejected))
+        pipe.execute()
+
+    def finish(self, batch_id: str) -> None:
+        """Mark the batch fully enqueued: every job it will ever have is published."""
+        self.client.hset(self.keys.batch(batch_id), "enqueued", 1)
+
+    def facts(self, batch_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(self.keys.batch(batch_id))
+        if not raw:
+            raise BatchNotFound(f"no batch {batch_id!r} (unknown, or expired with its results)")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def entries(self, batch_id: str) -> Iterator[list[dict[str, Any]]]:
+        """The batch's jobs, a chunk at a time, in the order they were enqueued."""
+        start = 0
+        while True:
+            raw = self.client.lrange(self.keys.batch_jobs(batch_id), start, start + CHUNK - 1)
+            if not raw:
+                return
+            yield [json.loads(item) for item in raw]
+            start += len(raw)
+
+    def rejected(self, batch_id: str) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.client.lrange(self.keys.batch_rejected(batch_id), 0, -1)]
+
+    def metas(self, job_ids: Iterable[str]) -> list[bytes | None]:
+        """What the result backend holds for each job, in one round trip."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        return self.client.mget([self._meta_key(job_id) for job_id in ids])

@@ -1,0 +1,287 @@
+"""The ``reqworker`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TextIO
+
+import click
+import redis
+
+from producer.batches import BatchNotFound
+from producer.client import Client, Counts, SubmitReport
+from producer.jsonl import read_jobs
+from producer.progress import ProgressView
+from worker.jobs import JobError
+from worker.profiles import ProfileError, load_profiles
+from worker.settings import Settings, SettingsError, redact_url
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can fix into one clear line and the documented exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ProfileError, SettingsError, JobError, BatchNotFound) as exc:
+            click.echo(f"reqworker: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except redis.ConnectionError as exc:
+            url = redact_url(Settings.from_env().result_backend)
+            click.echo(f"reqworker: cannot reach Redis at {url}: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run HTTP API requests as background jobs on Celery workers.
+
+    Configuration comes from the environment: REQWORKER_REDIS_URL (default
+    redis://127.0.0.1:6379/0), REQWORKER_BROKER_URL, REQWORKER_RESULT_BACKEND,
+    REQWORKER_CACHE_URL, and REQWORKER_APIS (default ./apis.toml) for the API profiles.
+
+    Exit codes: 0 success; 1 some jobs failed or a command failed; 2 bad usage or input.
+    """
+
+
+@main.command()
+@click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="Jobs run at once by this worker.")
+@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
+              show_default=True, help="threads suits I/O-bound requests; prefork isolates jobs.")
+@click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@_friendly
+def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str) -> None:
+    """Start a Celery worker that runs request jobs.
+
+    It refuses to start when a profile's longest retry countdown could outlast the
+    broker's visibility timeout (REQWORKER_VISIBILITY_TIMEOUT), since such a job
+    could run twice.
+    """
+    from worker.startup import StartupError, check_visibility
+
+    settings = Settings.from_env()
+    try:
+        check_visibility(settings, load_profiles(settings.apis_path))
+    except StartupError as exc:
+        click.echo(f"reqworker: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "reqworker",
+            "--concurrency", str(concurrency), "--pool", pool, "--loglevel", loglevel, "-E"]
+    if hostname:
+        argv += ["--hostname", hostname]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[ProgressView | None]:
+    view = ProgressView(total) if enabled else None
+    try:
+        yield view
+    finally:
+        if view is not None:
+            view.close()
+
+
+def _wait(client: Client, report_or_batch: Any, total: int) -> Counts:
+    batch = getattr(report_or_batch, "batch", report_or_batch)
+    with _progress(total, True) as view:
+        return batch.wait(on_progress=view.update if view else None)
+
+
+@main.command()
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--name", default=None, help="A name for the batch, shown by status.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
+@_friendly
+def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
+    """Enqueue the jobs in FILE (JSON Lines; - for stdin) as one batch; print its id.
+
+    Lines that break the job contract are refused with their line number and the
+    field at fault; the rest of the batch goes on (exit code 2 if any were refused).
+    """
+    client = Client.from_env()
+    bar = sys.stderr.isatty()
+
+    def shown(accepted: int, rejected: int) -> None:
+        if bar:
+            click.echo(f"\renqueued {accepted}, refused {rejected}\033[K", err=True, nl=False)
+
+    try:
+        report: SubmitReport = client.submit_numbered(read_jobs(file), name=name,
+                                                      on_progress=shown)
+    finally:
+        if bar:
+            click.echo("", err=True)
+    for rejected in report.rejected:
+        click.echo(f"refused {rejected}", err=True)
+    click.echo(report.batch.id)
+    click.echo(f"batch {report.batch.id}: {report.accepted} jobs enqueued, "
+               f"{len(report.rejected)} lines refused", err=True)
+    code = EXIT_USAGE if report.rejected else EXIT_OK
+    if wait_:
+        counts = _wait(client, report, report.accepted)
+        _print_counts(counts, sys.stderr)
+        if counts.failed and code == EXIT_OK:
+            code = EXIT_FAILED
+    sys.exit(code)
+
+
+def _print_counts(counts: Counts, stream: TextIO) -> None:
+    for state, number in counts.as_dict().items():
+        click.echo(f"{state:<10} {number}", file=stream)
+
+
+@main.command()
+@click.argument("batch_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@_friendly
+def status(batch_id: str, as_json: bool) -> None:
+    """Counts of a batch's jobs by state: pending, retrying, succeeded, failed."""
+    client = Client.from_env()
+    batch = client.batch(batch_id)
+    counts = batch.status()
+    facts = batch.facts
+    if as_json:
+        out = {"batch_id": batch_id, "name": facts.get("name") or None, **counts.as_dict(),
+               "refused": int(facts.get("rejected", 0)),
+               "enqueuing": facts.get("enqueued") != "1"}
+        click.echo(json.dumps(out))
+        return
+    if facts.get("name"):
+        click.echo(f"name       {facts['name']}")
+    _print_counts(counts, sys.stdout)
+    click.echo(f"refused    {facts.get('rejected', 0)}")
+    if facts.get("enqueued") != "1":
+        click.echo("(still being enqueued)")
+
+
+@main.command()
+@click.argument("batch_id")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write the results here instead of stdout.")
+@click.option("--failed", "failed_only", is_flag=True, help="Only the failed jobs.")
+@_friendly
+def results(batch_id: str, output: TextIO, failed_only: bool) -> None:
+    """One JSON result per line for each finished job of a batch.
+
+    Exit code 1 when any job failed; jobs not finished yet are counted on stderr.
+    """
+    client = Client.from_env()
+    batch = client.batch(batch_id)
+    written = failed = 0
+    for record in batch.results(failed_only=failed_only):
+        output.write(json.dumps(record) + "\n")
+        written += 1
+        failed += not record.get("ok")
+    output.flush()
+    total = int(batch.facts.get("total", 0))
+    if not failed_only and written < total:
+        click.echo(f"{total - written} of {total} jobs have not finished yet", err=True)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, found, rest = value.partition(sep)
+        if not found or not name.strip():
+            raise click.BadParameter(f"{value!r} is not {what}")
+        out[name.strip()] = rest.strip() if sep == ":" else rest
+    return out
+
+
+@main.command()
+@click.argument("method")
+@click.argument("path")
+@click.option("--api", required=True, help="The profile in apis.toml.")
+@click.option("-p", "--param", "params", multiple=True, help="Query parameter NAME=VALUE.")
+@click.option("-H", "--header", "headers", multiple=True, help="Header 'Name: value'.")
+@click.option("--json", "json_body", default=None, help="A JSON request body.")
+@click.option("--data", default=None, help="A raw request body.")
+@click.option("--no-cache", is_flag=True, help="Do not use the shared GET cache.")
+@click.option("--refresh", is_flag=True, help="Bypass the cache and store the fresh answer.")
+@click.option("--key", default=None, help="Your own label, carried into the result.")
+@click.option("--retry-unsafe", is_flag=True, help="Retry a POST/PATCH after an ambiguous error.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Give up waiting after this many seconds (exit 1).")
+@_friendly
+def request(method: str, path: str, api: str, params: tuple[str, ...], headers: tuple[str, ...],
+            json_body: str | None, data: str | None, no_cache: bool, refresh: bool,
+            key: str | None, retry_unsafe: bool, timeout_s: float | None) -> None:
+    """Run one job (METHOD PATH against --api), wait for it and print its result.
+
+    PATH is joined to the profile's base_url; an absolute URL must lie under it.
+    """
+    job: dict[str, Any] = {
+        "api": api, "method": method, "params": _pairs(params, "=", "NAME=VALUE"),
+        "headers": _pairs(headers, ":", "'Name: value'"), "cache": not no_cache,
+        "refresh": refresh, "key": key, "retry_unsafe": retry_unsafe, "data": data,
+    }
+    job["url" if "://" in path else "path"] = path
+    if json_body is not None:
+        try:
+            job["json"] = json.loads(json_body)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--json") from None
+    client = Client.from_env()
+    batch, _ = client.submit(job, name="request")
+    try:
+        batch.wait(poll_s=0.1, timeout_s=timeout_s)
+    except TimeoutError as exc:
+        click.echo(f"reqworker: {exc} (is a `reqworker worker` running?)", err=True)
+        sys.exit(EXIT_FAILED)
+    record = next(batch.results())
+    click.echo(json.dumps(record, indent=2))
+    sys.exit(EXIT_OK if record.get("ok") else EXIT_FAILED)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback wants basic auth.")
+@_friendly
+def flower(port: int, address: str) -> None:
+    """Start Flower, Celery's monitor, for this app.
+
+    Set REQWORKER_FLOWER_BASIC_AUTH=user:password to require a login.
+    """
+    env = dict(os.environ)
+    auth = env.get("REQWORKER_FLOWER_BASIC_AUTH")
+    if auth:
+        env["FLOWER_BASIC_AUTH"] = auth
+    elif address not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("reqworker: Flower without REQWORKER_FLOWER_BASIC_AUTH listens on "
+                   "127.0.0.1 only", err=True)
+        address = "127.0.0.1"
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+            f"--port={port}", f"--address={address}"]
+    os.execve(sys.executable, argv, env)
+
+
+@main.command()
+@click.option("--jobs", "job_count", type=click.IntRange(10, 100_000), default=400,
+              show_default=True, help="How many jobs the demo sync makes.")
+@_friendly
+def demo(job_count: int) -> None:
+    """Run the whole system on this machine: a private Redis, a local API, two workers, a sync."""
+    from producer.demo import run_demo
+
+    sys.exit(run_demo(job_count))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Exceptions a job run ends with, as Celery stores and Flower shows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobFailed(Exception):
+    """A job failed for good; its only argument is the JSON result record."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record)
+        self.record = record
+
+    def __str__(self) -> str:
+        error = self.record.get("error") or {}
+        status = error.get("status_code")
+        code = f" {status}" if status else ""
+        return f"{error.get('type', 'Error')}{code}: {error.get('message', '')}"
+
+    def __repr__(self) -> str:
+        return f"JobFailed({self})"
+
+
+class RetryLater(Exception):
+    """Why a job was put back on the queue with a countdown."""
+
+
+class AuthError(Exception):
+    """The profile's credentials could not be had; ``retryable`` when that may pass."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -1,0 +1,199 @@
+"""Runs one attempt of a job and decides what comes next: done, retry with a countdown, or fail."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from worker.auth import Authoriser
+from worker.backoff import GiveUp, countdown, parse_retry_after
+from worker.errors import AuthError
+from worker.http import Attempt, Sessions, response_body, send
+from worker.jobs import Job, JobError, parse_job
+from worker.outcome import Verdict, api_message, classify_exception, classify_status
+from worker.profiles import Profile
+
+log = logging.getLogger("reqworker.executor")
+
+#: How many times one job may ask for a new token after a 401.
+MAX_REAUTHS = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a job has spent so far, carried from one run of its task to the next."""
+
+    #: HTTP attempts made (every one, including those after a token renewal).
+    attempts: int = 0
+    #: Backoff retries spent: the ones bounded by ``backoff.count``.
+    retries: int = 0
+    #: Token renewals this job asked for after a 401.
+    reauths: int = 0
+
+    @classmethod
+    def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
+        if not raw:
+            return cls()
+        return cls(**{k: int(raw.get(k, 0)) for k in ("attempts", "retries", "reauths")})
+
+    def to_message(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Who a run belongs to: its Celery task id and batch."""
+
+    job_id: str
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Done:
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Retry:
+    countdown_s: float
+    progress: Progress
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    record: dict[str, Any]
+
+
+Outcome = Done | Retry | Failed
+
+
+class Executor:
+    """Everything one job run needs, built once per worker process."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, Profile],
+        sessions: Sessions,
+        authorisers: Mapping[str, Authoriser],
+    ) -> None:
+        self.profiles = profiles
+        self.sessions = sessions
+        self.authorisers = authorisers
+
+    def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+        try:
+            job = parse_job(message, self.profiles)
+        except JobError as exc:
+            return Failed(_record(ctx, message, progress, error=("JobError", None, str(exc))))
+        profile = self.profiles[job.api]
+        authoriser = self.authorisers[job.api]
+        try:
+            creds = authoriser.credentials()
+        except AuthError as exc:
+            if exc.retryable:
+                return self._retry(job, profile, progress, ctx, None, f"credentials: {exc}")
+            return Failed(_record(ctx, job, progress, error=("AuthError", None, str(exc))))
+        attempt = send(self.sessions.for_job(job), job, profile, creds.headers)
+        progress = replace(progress, attempts=progress.attempts + 1)
+        if attempt.response is None:
+            return self._after_exception(job, profile, progress, ctx, attempt)
+        response = attempt.response
+        verdict = classify_status(response.status_code, job.method, job.retry_unsafe)
+        if verdict is Verdict.SUCCESS:
+            return Done(_record(ctx, job, progress, attempt))
+        described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+        if verdict is Verdict.REAUTH:
+            if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
+                again = replace(progress, reauths=progress.reauths + 1)
+                return Retry(0.0, again, f"{described}: credentials renewed, trying again")
+            error = _unauthorised(job, response, renewed=progress.reauths > 0)
+            return Failed(_record(ctx, job, progress, attempt, error=error))
+        message = api_message(response_body(response), response.reason or "")
+        if verdict is Verdict.RETRY:
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            return self._retry(job, profile, progress, ctx, attempt, described, wait)
+        error = ("APIError", response.status_code, message)
+        return Failed(_record(ctx, job, progress, attempt, error=error))
+
+    def _after_exception(
+        self, job: Job, profile: Profile, progress: Progress, ctx: JobContext, attempt: Attempt
+    ) -> Outcome:
+        exc = attempt.error
+        assert exc is not None
+        described = f"{type(exc).__name__}: {exc}"
+        if classify_exception(exc, job.method, job.retry_unsafe) is Verdict.RETRY:
+            return self._retry(job, profile, progress, ctx, attempt, described)
+        if job.method in ("POST", "PATCH") and not job.retry_unsafe:
+            described += " (not retried: the request may have reached the API; see retry_unsafe)"
+        error = (type(exc).__name__, None, described)
+        return Failed(_record(ctx, job, progress, attempt, error=error))
+
+    def _retry(
+        self,
+        job: Job,
+        profile: Profile,
+        progress: Progress,
+        ctx: JobContext,
+        attempt: Attempt | None,
+        described: str,
+        retry_after_s: float | None = None,
+    ) -> Outcome:
+        wait = countdown(profile.backoff, progress.retries, retry_after_s)
+        if isinstance(wait, GiveUp):
+            status = attempt.response.status_code if attempt and attempt.response else None
+            kind = "APIError" if status else _error_type(attempt)
+            error = (kind, status, f"{wait.reason}; last: {described}")
+            return Failed(_record(ctx, job, progress, attempt, error=error))
+        n = progress.retries + 1
+        reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
+        return Retry(wait, replace(progress, retries=n), reason)
+
+
+def _error_type(attempt: Attempt | None) -> str:
+    if attempt is not None and attempt.error is not None:
+        return type(attempt.error).__name__
+    return "AuthError"
+
+
+def _unauthorised(job: Job, response: Any, *, renewed: bool) -> tuple[str, int, str]:
+    message = api_message(response_body(response), response.reason or "")
+    why = "even after they were renewed" if renewed else "and they cannot be renewed"
+    return (
+        "APIError",
+        response.status_code,
+        f"{message}: the API refused the credentials of profile {job.api!r} {why}",
+    )
+
+
+def _record(
+    ctx: JobContext,
+    job: Job | Mapping[str, Any],
+    progress: Progress,
+    attempt: Attempt | None = None,
+    *,
+    error: tuple[str, int | None, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON result record of a finished job, as PRODUCT.md describes it."""
+    view = job.to_message() if isinstance(job, Job) else dict(job)
+    response = attempt.response if attempt else None
+    record: dict[str, Any] = {
+        "key": view.get("key"),
+        "job_id": ctx.job_id,
+        "batch_id": ctx.batch_id,
+        "api": view.get("api"),
+        "method": view.get("method", "GET"),
+        "url": view.get("url") or view.get("path"),
+        "ok": error is None,
+        "status_code": response.status_code if response is not None else None,
+        "body": response_body(response) if response is not None else None,
+        "from_cache": attempt.from_cache if attempt else False,
+        "attempts": progress.attempts,
+        "elapsed_ms": attempt.elapsed_ms if attempt else 0,
+    }
+    if error is not None:
+        kind, status, message = error
+        record["error"] = {"type": kind, "status_code": status, "message": message}
+    return record

@@ -1,0 +1,119 @@
+"""One HTTP attempt: per-thread sessions per profile, and credentials kept under base_url."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import requests
+from requests_cache import CachedSession
+
+from worker.cache import cache_backend, session_kwargs
+from worker.jobs import Job, is_under_base
+from worker.keys import Keys
+from worker.profiles import Profile
+
+
+class _KeepsCredentialsHome:
+    """Drops a profile's credential headers from any redirect that leaves its base_url.
+
+    requests drops ``Authorization`` only when the host changes, and never a custom
+    header such as ``X-API-Key``.
+    """
+
+    profile: Profile
+
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        super().rebuild_auth(prepared_request, response)  # type: ignore[misc]
+        if not is_under_base(prepared_request.url, self.profile.base_url):
+            for name in self.profile.credential_headers:
+                prepared_request.headers.pop(name, None)
+
+
+class PlainSession(_KeepsCredentialsHome, requests.Session):
+    def __init__(self, profile: Profile) -> None:
+        super().__init__()
+        self.profile = profile
+
+
+class ProfileCachedSession(_KeepsCredentialsHome, CachedSession):
+    def __init__(self, profile: Profile, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.profile = profile
+
+
+class Sessions:
+    """HTTP sessions for this process: one cached and one plain per profile and thread."""
+
+    def __init__(self, profiles: Mapping[str, Profile], cache: redis.Redis, keys: Keys) -> None:
+        self._profiles = profiles
+        self._backends = {name: cache_backend(p, cache, keys) for name, p in profiles.items()}
+        self._local = threading.local()
+
+    def for_job(self, job: Job) -> requests.Session:
+        sessions: dict[tuple[str, bool], requests.Session] | None
+        sessions = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+        slot = (job.api, job.uses_cache)
+        session = sessions.get(slot)
+        if session is None:
+            profile = self._profiles[job.api]
+            if job.uses_cache:
+                kwargs = session_kwargs(profile, self._backends[job.api])
+                session = ProfileCachedSession(profile, **kwargs)
+            else:
+                session = PlainSession(profile)
+            sessions[slot] = session
+        return session
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one HTTP attempt gave: a response or the exception, and how long it took."""
+
+    response: requests.Response | None
+    error: requests.RequestException | None
+    elapsed_ms: int
+
+    @property
+    def from_cache(self) -> bool:
+        return bool(getattr(self.response, "from_cache", False))
+
+
+def send(session: requests.Session, job: Job, profile: Profile, auth: Mapping[str, str]) -> Attempt:
+    """Make one attempt at ``job``; never raises for HTTP or network failures."""
+    kwargs: dict[str, Any] = {
+        "params": job.params or None,
+        "json": job.json,
+        "data": job.data,
+        "headers": {**job.headers, **auth},
+        "timeout": profile.timeout_s,
+        "allow_redirects": job.method != "HEAD",
+    }
+    if job.refresh and isinstance(session, CachedSession):
+        kwargs["force_refresh"] = True
+    started = time.monotonic()
+    try:
+        response = session.request(job.method, job.url, **kwargs)
+    except requests.RequestException as exc:
+        return Attempt(None, exc, _ms_since(started))
+    return Attempt(response, None, _ms_since(started))
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def response_body(response: requests.Response) -> Any:
+    """The answer's JSON, else its text (``None`` when there is no body)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

@@ -1,0 +1,208 @@
+"""The job contract shared by producer and worker: one place that says what a job may be."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from worker.profiles import Profile
+
+#: The registered name of the Celery task that runs a job (``worker.tasks.request``).
+TASK_NAME = "reqworker.request"
+METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+#: Methods whose request may have changed something even when no answer came back.
+UNSAFE_METHODS = frozenset({"POST", "PATCH"})
+FIELDS = frozenset(
+    {"api", "method", "path", "url", "params", "json", "data", "headers", "cache", "refresh",
+     "key", "retry_unsafe"}
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class JobError(ValueError):
+    """A job breaks the contract; ``field`` names the part that is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated request job, with its URL resolved against the profile."""
+
+    api: str
+    url: str
+    method: str = "GET"
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    data: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    cache: bool = True
+    refresh: bool = False
+    key: str | int | None = None
+    retry_unsafe: bool = False
+
+    def to_message(self) -> dict[str, Any]:
+        """The JSON-safe form carried in the task message (and accepted by ``parse_job``)."""
+        return asdict(self)
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.method == "GET" and self.cache
+
+    def summary(self) -> str:
+        """A one-line description that holds no secret: for logs and Flower."""
+        label = f" key={self.key}" if self.key is not None else ""
+        return f"{self.api} {self.method} {self.url}{label}"
+
+
+def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
+    """Check a job (a decoded JSON object) and resolve it; raises ``JobError``."""
+    if not isinstance(raw, Mapping):
+        raise JobError("", f"a job is a JSON object, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise JobError(unknown[0], f"unknown field; known: {', '.join(sorted(FIELDS))}")
+    api = raw.get("api")
+    if not isinstance(api, str) or not api:
+        raise JobError("api", "is required: the name of a profile in apis.toml")
+    profile = profiles.get(api)
+    if profile is None:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise JobError("api", f"no profile named {api!r} (profiles: {known})")
+    method = raw.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise JobError("method", f"{method!r} is not one of {' '.join(METHODS)}")
+    method = method.upper()
+    if raw.get("json") is not None and raw.get("data") is not None:
+        raise JobError("json", "give either json or data, not both")
+    cache, refresh = _flag(raw, "cache", True), _flag(raw, "refresh", False)
+    if refresh and not cache:
+        raise JobError("refresh", "refresh re-stores a cache entry, so it needs cache: true")
+    return Job(
+        api=api,
+        url=_resolve_url(raw, profile),
+        method=method,
+        params=_params(raw.get("params")),
+        json=raw.get("json"),
+        data=_data(raw.get("data")),
+        headers=_headers(raw.get("headers"), profile),
+        cache=cache,
+        refresh=refresh,
+        key=_key(raw.get("key")),
+        retry_unsafe=_flag(raw, "retry_unsafe", False),
+    )
+
+
+def _flag(raw: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = raw.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise JobError(name, f"must be true or false, not {value!r}")
+    return value
+
+
+def _key(value: Any) -> str | int | None:
+    if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+        return value
+    raise JobError("key", f"must be a string or a number, not {value!r}")
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise JobError("params", "must be an object of query parameters")
+    scalar = str | int | float | bool
+    for name, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if not all(isinstance(one, scalar) for one in items):
+            raise JobError(f"params.{name}", "must be a string, a number or a list of them")
+    return dict(value)
+
+
+def _data(value: Any) -> Any:
+    if value is None or isinstance(value, str | Mapping):
+        return value
+    raise JobError("data", "must be a string or an object of form fields")
+
+
+def _headers(value: Any, profile: Profile) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise JobError("headers", "must be an object of header names to strings")
+    forbidden = {name.lower() for name in profile.credential_headers}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise JobError("headers", f"{name!r} is not a valid header name")
+        if name.lower() in forbidden:
+            raise JobError(
+                f"headers.{name}",
+                "credentials come only from the profile's [auth] table, never from a job",
+            )
+        if not isinstance(item, str) or "\n" in item or "\r" in item:
+            raise JobError(f"headers.{name}", "must be a single-line string")
+    return dict(value)
+
+
+def _resolve_url(raw: Mapping[str, Any], profile: Profile) -> str:
+    path, url = raw.get("path"), raw.get("url")
+    if (path is None) == (url is None):
+        raise JobError("path", "give either path (under base_url) or url (absolute), not both")
+    if path is not None:
+        if not isinstance(path, str):
+            raise JobError("path", "must be a string")
+        if "://" in path or path.startswith("//"):
+            raise JobError("path", "is a path under base_url; put an absolute URL in url")
+        url, name = profile.base_url + "/" + path.lstrip("/"), "path"
+    else:
+        if not isinstance(url, str):
+            raise JobError("url", "must be a string")
+        name = "url"
+    _check_under_base(url, profile.base_url, name)
+    return url
+
+
+def is_under_base(url: str, base_url: str) -> bool:
+    """True when ``url`` lies under ``base_url`` (same scheme, host and port; path below)."""
+    try:
+        _check_under_base(url, base_url, "url")
+    except JobError:
+        return False
+    return True
+
+
+def _check_under_base(url: str, base_url: str, name: str) -> None:
+    outside = JobError(name, f"{url!r} is not under the profile's base_url {base_url!r}")
+    if any(ch in url for ch in "\\\r\n\t ") or any(ord(ch) < 32 for ch in url):
+        raise JobError(name, "must not contain spaces, backslashes or control characters")
+    try:
+        got, base = urlsplit(url), urlsplit(base_url)
+        got_port, base_port = got.port, base.port
+    except ValueError:
+        raise JobError(name, f"{url!r} is not a valid URL") from None
+    if got.username is not None or got.password is not None or "@" in got.netloc:
+        raise JobError(name, "must not carry a user name or password")
+    if got.fragment:
+        raise JobError(name, "must not have a fragment (#...)")
+    if got.scheme.lower() != base.scheme.lower():
+        raise outside
+    if (got.hostname or "").lower() != (base.hostname or "").lower():
+        raise outside
+    default_port = _DEFAULT_PORTS.get(base.scheme.lower())
+    if (got_port or default_port) != (base_port or default_port):
+        raise outside
+    segments = got.path.split("/")
+    if any(unquote(seg) in (".", "..") or set(unquote(seg)) & {"/", "\\"} for seg in segments):
+        raise JobError(name, "must not contain '.' or '..' segments or encoded slashes")
+    base_path = base.path.rstrip("/")
+    if got.path != base_path and not got.path.startswith(base_path + "/"):
+        raise outside

@@ -1,0 +1,238 @@
+"""API profiles: the ``apis.toml`` file that says where each API lives and how to reach it."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from worker.durations import Rate, parse_duration_s, parse_rate
+from worker.secret import Secret
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+AUTH_KINDS = ("none", "bearer")
+
+
+class ProfileError(ValueError):
+    """The profiles file cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The seed's backoff: retry n waits ``start_s * factor ** n``, ``count`` retries at most."""
+
+    start_s: float = 0.5
+    factor: float = 1.5
+    count: int = 10
+
+    @property
+    def final_s(self) -> float:
+        """No backoff countdown reaches this (the seed's ``backoff_final``)."""
+        return self.start_s * self.factor**self.count
+
+    @property
+    def retry_after_max_s(self) -> float:
+        """The longest Retry-After a job will wait (the seed's ``timeout``)."""
+        return sum(self.start_s * self.factor**i for i in range(self.count + 1))
+
+    @property
+    def longest_countdown_s(self) -> float:
+        """The longest countdown a job of this profile can ask for."""
+        return max(self.final_s, self.retry_after_max_s)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How requests of a profile are authorised."""
+
+    kind: str = "none"
+    token: Secret | None = None
+    header_key: str = "Authorization"
+    header_prefix: str = "Bearer "
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One API: where it lives and how jobs against it behave."""
+
+    name: str
+    base_url: str
+    rate_limit: Rate | None = None
+    cache_expire_s: float = 28 * 86400.0
+    #: Seconds one HTTP attempt may take (connect, and then each read).
+    timeout_s: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """Header names that carry this profile's credentials."""
+        names = {"Authorization", "Proxy-Authorization", self.auth.header_key}
+        return tuple(sorted(names))
+
+
+def load_profiles(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    with_secrets: bool = True,
+) -> dict[str, Profile]:
+    """Read every profile in a TOML file.
+
+    ``${VAR}`` is expanded from ``env``. With ``with_secrets=False`` (the producer's
+    view) the ``auth`` tables are checked but their variables are not needed.
+    """
+    env = os.environ if env is None else env
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(
+            f"{path}: no such file (set REQWORKER_APIS to your profiles file)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    return parse_profiles(raw, env, source=str(path), with_secrets=with_secrets)
+
+
+def parse_profiles(
+    raw: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    source: str = "apis.toml",
+    with_secrets: bool = True,
+) -> dict[str, Profile]:
+    _only_keys(raw, {"apis"}, "", source)
+    apis = raw.get("apis")
+    if not isinstance(apis, Mapping) or not apis:
+        raise ProfileError(f"{source}: no profiles: add a table [apis.NAME]")
+    reader = _Reader(env, source, with_secrets)
+    return {name: reader.profile(name, table) for name, table in apis.items()}
+
+
+def _only_keys(table: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        place = f"[{where}]" if where else "the top level"
+        raise ProfileError(
+            f"{source}: unknown setting {unknown[0]!r} in {place}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+
+
+@dataclass
+class _Reader:
+    env: Mapping[str, str]
+    source: str
+    with_secrets: bool
+
+    def fail(self, where: str, message: str) -> ProfileError:
+        return ProfileError(f"{self.source}: {where}: {message}")
+
+    def expand(self, value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(where, f"must be a string, not {type(value).__name__}")
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                raise self.fail(where, f"environment variable {name} is not set")
+            return self.env[name]
+
+        return _VAR.sub(one, value)
+
+    def number(self, table: Mapping[str, Any], key: str, where: str, default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{where}.{key}", f"must be a number, not {value!r}")
+        return float(value)
+
+    def profile(self, name: str, table: Any) -> Profile:
+        where = f"apis.{name}"
+        if not _NAME.match(name):
+            raise self.fail(where, "a profile name is letters, digits, '_', '-' or '.'")
+        if not isinstance(table, Mapping):
+            raise self.fail(where, "must be a table")
+        _only_keys(
+            table,
+            {"base_url", "rate_limit", "cache_expire", "timeout", "backoff", "auth"},
+            where,
+            self.source,
+        )
+        if "base_url" not in table:
+            raise self.fail(where, "base_url is required")
+        base_url = self.base_url(self.expand(table["base_url"], f"{where}.base_url"), where)
+        rate = None
+        if "rate_limit" in table:
+            try:
+                rate = parse_rate(self.expand(table["rate_limit"], f"{where}.rate_limit"))
+            except ValueError as exc:
+                raise self.fail(f"{where}.rate_limit", str(exc)) from None
+        try:
+            cache_expire_s = parse_duration_s(table.get("cache_expire", "28d"))
+        except ValueError as exc:
+            raise self.fail(f"{where}.cache_expire", str(exc)) from None
+        timeout_s = self.number(table, "timeout", where, 30.0)
+        if timeout_s <= 0:
+            raise self.fail(f"{where}.timeout", "must be more than 0 seconds")
+        return Profile(
+            name=name,
+            base_url=base_url,
+            rate_limit=rate,
+            cache_expire_s=cache_expire_s,
+            timeout_s=timeout_s,
+            backoff=self.backoff(table.get("backoff", {}), f"{where}.backoff"),
+            auth=self.auth(table.get("auth", {}), f"{where}.auth"),
+        )
+
+    def base_url(self, url: str, where: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(f"{where}.base_url", f"{url!r} is not an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise self.fail(f"{where}.base_url", "must not carry a user name or password")
+        if parts.query or parts.fragment:
+            raise self.fail(f"{where}.base_url", "must not have a query or a fragment")
+        return url.rstrip("/")
+
+    def backoff(self, table: Any, where: str) -> Backoff:
+        if not isinstance(table, Mapping):
+            raise self.fail(where, "must be a table like { start = 0.5, factor = 1.5, count = 10 }")
+        _only_keys(table, {"start", "factor", "count"}, where, self.source)
+        start = self.number(table, "start", where, 0.5)
+        factor = self.number(table, "factor", where, 1.5)
+        count = table.get("count", 10)
+        if start <= 0:
+            raise self.fail(f"{where}.start", "must be more than 0 seconds")
+        if factor < 1:
+            raise self.fail(f"{where}.factor", "must be 1 or more")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise self.fail(f"{where}.count", f"must be a whole number 0 or more, not {count!r}")
+        return Backoff(start_s=start, factor=factor, count=count)
+
+    def auth(self, table: Any, where: str) -> AuthConfig:
+        if not isinstance(table, Mapping):
+            raise self.fail(where, "must be a table")
+        kind = table.get("kind", "none")
+        if kind not in AUTH_KINDS:
+            raise self.fail(f"{where}.kind", f"{kind!r} is not one of {', '.join(AUTH_KINDS)}")
+        if kind == "none":
+            _only_keys(table, {"kind"}, where, self.source)
+            return AuthConfig()
+        _only_keys(table, {"kind", "token", "header_key", "header_prefix"}, where, self.source)
+        if "token" not in table:
+            raise self.fail(where, "kind = \"bearer\" needs token = \"${YOUR_TOKEN_VARIABLE}\"")
+        token = None
+        if self.with_secrets:
+            token = Secret(self.expand(table["token"], f"{where}.token"))
+            if not token:
+                raise self.fail(f"{where}.token", "is empty")
+        header_key = self.expand(table.get("header_key", "Authorization"), f"{where}.header_key")
+        prefix = self.expand(table.get("header_prefix", "Bearer "), f"{where}.header_prefix")
+        return AuthConfig(kind=kind, token=token, header_key=header_key, header_prefix=prefix)

@@ -1,0 +1,56 @@
+"""What a worker process builds once: profiles, Redis clients, sessions, authorisers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from worker.auth import Authoriser, make_authoriser
+from worker.executor import Executor
+from worker.http import Sessions
+from worker.keys import Keys
+from worker.profiles import Profile, load_profiles
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    profiles: dict[str, Profile]
+    cache_redis: redis.Redis
+    executor: Executor
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or Settings.from_env()
+    profiles = load_profiles(settings.apis_path)
+    keys = Keys(settings.key_prefix)
+    cache_redis = redis.Redis.from_url(settings.cache_url, health_check_interval=30)
+    authorisers: dict[str, Authoriser] = {n: make_authoriser(p) for n, p in profiles.items()}
+    executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers)
+    return Runtime(settings, profiles, cache_redis, executor)
+
+
+_lock = threading.Lock()
+_current: tuple[int, Runtime] | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use (after any fork)."""
+    global _current
+    current = _current
+    if current is not None and current[0] == os.getpid():
+        return current[1]
+    with _lock:
+        if _current is None or _current[0] != os.getpid():
+            _current = (os.getpid(), build_runtime())
+        return _current[1]
+
+
+def reset() -> None:
+    """Forget the runtime, so a forked child builds its own connections."""
+    global _current
+    _current = None

@@ -1,0 +1,85 @@
+"""Process-wide settings, read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Seconds an unacknowledged message may stay with a worker before Redis hands it
+#: to another. Recovery after a worker dies outright takes this long, so it is kept
+#: short; the worker refuses to start when a profile's longest countdown could
+#: outlast it (see ``worker.startup``).
+DEFAULT_VISIBILITY_TIMEOUT_S = 300
+
+#: Seconds results and batch records are kept: long enough to fetch the results of
+#: an overnight sync days later.
+DEFAULT_RESULT_EXPIRES_S = 7 * 24 * 3600
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value reqworker cannot use."""
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where reqworker finds its services and its API profiles."""
+
+    redis_url: str
+    broker_url: str
+    result_backend: str
+    cache_url: str
+    apis_path: str
+    visibility_timeout_s: int
+    result_expires_s: int
+    #: Prefix of every Redis key reqworker writes itself (batches, cache, tokens).
+    key_prefix: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("REQWORKER_REDIS_URL") or DEFAULT_REDIS_URL
+        return cls(
+            redis_url=redis_url,
+            broker_url=env.get("REQWORKER_BROKER_URL") or redis_url,
+            result_backend=env.get("REQWORKER_RESULT_BACKEND") or redis_url,
+            cache_url=env.get("REQWORKER_CACHE_URL") or redis_url,
+            apis_path=env.get("REQWORKER_APIS") or "./apis.toml",
+            visibility_timeout_s=_int_env(
+                env, "REQWORKER_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S
+            ),
+            result_expires_s=_int_env(env, "REQWORKER_RESULT_EXPIRES", DEFAULT_RESULT_EXPIRES_S),
+            key_prefix=env.get("REQWORKER_KEY_PREFIX") or "reqworker",
+        )
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def redact_url(url: str) -> str:
+    """A service URL with any password replaced, fit for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

@@ -1,0 +1,40 @@
+"""Checks made before a worker takes its first job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from worker.profiles import Profile
+from worker.settings import Settings
+
+#: Seconds allowed, beyond a job's longest countdown and one attempt, for a due job to
+#: find a free slot in its worker.
+SLOT_MARGIN_S = 60.0
+
+
+class StartupError(RuntimeError):
+    """The worker must not start; the message says what to change."""
+
+
+def longest_hold_s(profile: Profile) -> float:
+    """Seconds a worker may hold one message of this profile before acknowledging it."""
+    return profile.backoff.longest_countdown_s + profile.timeout_s + SLOT_MARGIN_S
+
+
+def check_visibility(settings: Settings, profiles: Mapping[str, Profile]) -> None:
+    """Refuse a Redis broker whose visibility timeout a countdown could outlast.
+
+    A message held longer than the timeout is handed to a second worker and runs twice.
+    """
+    if not settings.broker_is_redis:
+        return
+    for profile in profiles.values():
+        hold_s = longest_hold_s(profile)
+        if hold_s >= settings.visibility_timeout_s:
+            raise StartupError(
+                f"profile {profile.name!r}: a job may wait {profile.backoff.longest_countdown_s:g} s "
+                f"in a countdown, then take {profile.timeout_s:g} s, plus {SLOT_MARGIN_S:g} s "
+                f"margin = {hold_s:g} s, but the broker's visibility timeout is "
+                f"{settings.visibility_timeout_s} s: a job could run twice. Raise "
+                f"REQWORKER_VISIBILITY_TIMEOUT above {hold_s:.0f} or shorten this profile's backoff."
+            )
