@@ -30,3 +30,23 @@ class Keys:
     def batches(self) -> str:
         """Sorted set of batch ids by creation time."""
         return f"{self.prefix}:batches"
+
+    def rate(self, profile: str) -> str:
+        """String: the profile's shared rate budget (GCRA theoretical arrival time)."""
+        return f"{self.prefix}:rate:{profile}"
+
+    def pause(self, profile: str) -> str:
+        """String with an expiry: the profile is paused for every worker until it expires."""
+        return f"{self.prefix}:pause:{profile}"
+
+    def inflight(self, profile: str) -> str:
+        """Sorted set: leases of requests in flight for the profile's concurrency cap."""
+        return f"{self.prefix}:inflight:{profile}"
+
+    def token(self, profile: str) -> str:
+        """String with an expiry: the profile's shared OAuth token (JSON)."""
+        return f"{self.prefix}:token:{profile}"
+
+    def token_lock(self, profile: str) -> str:
+        """String with a lease: held by the one process renewing the profile's token."""
+        return f"{self.prefix}:token:{profile}:lock"

@@ -63,7 +63,14 @@ class Profile:
 
     name: str
     base_url: str
+    #: Requests allowed to the whole fleet; None for no limit.
     rate_limit: Rate | None = None
+    #: Requests that may go at once beyond the steady rate.
+    rate_burst: int = 1
+    #: Slow down on the API's RateLimit-Remaining/Reset headers before it says 429.
+    adaptive_rate: bool = False
+    #: Requests in flight at once across the fleet; None for no cap.
+    concurrency: int | None = None
     cache_expire_s: float = 28 * 86400.0
     #: Seconds one HTTP attempt may take (connect, and then each read).
     timeout_s: float = 30.0
@@ -153,6 +160,16 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"must be a number, not {value!r}")
         return float(value)
 
+    def whole(
+        self, table: Mapping[str, Any], key: str, where: str, default: int | None, *, minimum: int
+    ) -> int | None:
+        value = table.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(f"{where}.{key}", f"must be a whole number {minimum} or more, not {value!r}")
+        return value
+
     def profile(self, name: str, table: Any) -> Profile:
         where = f"apis.{name}"
         if not _NAME.match(name):
@@ -161,7 +178,8 @@ class _Reader:
             raise self.fail(where, "must be a table")
         _only_keys(
             table,
-            {"base_url", "rate_limit", "cache_expire", "timeout", "backoff", "auth"},
+            {"base_url", "rate_limit", "rate_burst", "adaptive_rate", "concurrency",
+             "cache_expire", "timeout", "backoff", "auth"},
             where,
             self.source,
         )
@@ -178,6 +196,11 @@ class _Reader:
             cache_expire_s = parse_duration_s(table.get("cache_expire", "28d"))
         except ValueError as exc:
             raise self.fail(f"{where}.cache_expire", str(exc)) from None
+        burst = self.whole(table, "rate_burst", where, 1, minimum=1)
+        concurrency = self.whole(table, "concurrency", where, None, minimum=1)
+        adaptive = table.get("adaptive_rate", False)
+        if not isinstance(adaptive, bool):
+            raise self.fail(f"{where}.adaptive_rate", "must be true or false")
         timeout_s = self.number(table, "timeout", where, 30.0)
         if timeout_s <= 0:
             raise self.fail(f"{where}.timeout", "must be more than 0 seconds")
@@ -185,6 +208,9 @@ class _Reader:
             name=name,
             base_url=base_url,
             rate_limit=rate,
+            rate_burst=burst,
+            adaptive_rate=adaptive,
+            concurrency=concurrency,
             cache_expire_s=cache_expire_s,
             timeout_s=timeout_s,
             backoff=self.backoff(table.get("backoff", {}), f"{where}.backoff"),

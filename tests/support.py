@@ -1,0 +1,84 @@
+"""Test helpers: real worker processes, waiting on conditions, profile files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REQWORKER = [sys.executable, "-m", "producer.cli"]
+
+
+def eventually(check: Callable[[], Any], *, within_s: float = 60.0, every_s: float = 0.05,
+               what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after a generous deadline.
+
+    The deadline is a hang guard, not a timing assertion.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {within_s:g} s")
+        time.sleep(every_s)
+
+
+class WorkerProcess:
+    """A real ``reqworker worker`` subprocess with its log in a file."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, concurrency: int = 4,
+                 pool: str = "threads", hostname: str | None = None) -> None:
+        self.log_path = log_path
+        args = [*REQWORKER, "worker", "--concurrency", str(concurrency), "--pool", pool]
+        if hostname:
+            args += ["--hostname", hostname]
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> WorkerProcess:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            return " ready." in self.log()
+
+        eventually(ready, within_s=60, every_s=0.1, what="worker start")
+        return self
+
+    def kill(self) -> None:
+        """kill -9 the whole worker (its process group)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def run_cli(env: Mapping[str, str], *args: str, input_text: str | None = None,
+            timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*REQWORKER, *args], env=dict(env), input=input_text, text=True,
+                          capture_output=True, timeout=timeout_s)
+
+
+def flush(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
