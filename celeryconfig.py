@@ -2,47 +2,50 @@
 
 ``REQWORKER_REDIS_URL`` is the one switch; ``REQWORKER_BROKER_URL``,
 ``REQWORKER_RESULT_BACKEND`` and ``REQWORKER_CACHE_URL`` override its parts.
+Celery reads this module's names; ``celery_settings`` gives the same for any
+``Settings``, so a process can talk to more than one deployment.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from worker.settings import Settings
 
-_settings = Settings.from_env()
 
-broker_url = _settings.broker_url
-result_backend = _settings.result_backend
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        # JSON only: a pickle from anyone who can write to the broker would run code here.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_default_queue": "reqworker",
+        "result_expires": settings.result_expires_s,
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Crash safety: a job is acknowledged only after it ran, a job whose worker
+        # process died is handed back, and a worker holds no more waiting jobs than it
+        # has slots, so a worker killed outright strands as few as possible.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        # Countdown retries sit unacknowledged in a worker until they are due; Redis
+        # hands them to another worker once this many seconds pass. worker.startup
+        # refuses to start a worker whose profiles could wait longer than this.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": 5,
+        },
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        # Events, so Flower shows every job.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
 
-# JSON only: a pickle from anyone who can write to the broker would run code here.
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-result_accept_content = ["json"]
 
-task_default_queue = "reqworker"
-result_expires = _settings.result_expires_s
-result_extended = False
-timezone = "UTC"
-enable_utc = True
-
-# Crash safety: a job is acknowledged only after it ran, a job whose worker process
-# died is handed back, and a worker holds no more jobs than it is running, so a
-# worker killed outright strands as little as possible.
-task_acks_late = True
-task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
-broker_connection_retry_on_startup = True
-
-# Countdown retries sit unacknowledged in a worker until they are due; Redis gives
-# them to another worker once this many seconds pass. worker.startup refuses to
-# start a worker whose profiles could wait longer than this.
-broker_transport_options = {
-    "visibility_timeout": _settings.visibility_timeout_s,
-    "unacked_restore_interval": 5,
-}
-result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
-
-# Events so Flower shows every job.
-worker_send_task_events = True
-task_send_sent_event = True
-worker_hijack_root_logger = False
+globals().update(celery_settings(Settings.from_env()))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from celeryconfig import celery_settings
+from worker.settings import Settings
 
-def make_app() -> Celery:
-    app = Celery("reqworker")
-    app.config_from_object("celeryconfig")
+
+def make_app(settings: Settings | None = None) -> Celery:
+    app = Celery("reqworker", set_as_current=False)
+    app.conf.update(celery_settings(settings or Settings.from_env()))
     return app

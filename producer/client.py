@@ -136,7 +136,7 @@ class Client:
     ) -> None:
         self.settings = settings
         self.profiles = profiles
-        self.app = app or make_app()
+        self.app = app or make_app(settings)
         backend = self.app.backend
         self.store = BatchStore(
             redis.Redis.from_url(settings.result_backend),

@@ -143,7 +143,8 @@ class Executor:
     ) -> Outcome:
         wait = countdown(profile.backoff, progress.retries, retry_after_s)
         if isinstance(wait, GiveUp):
-            status = attempt.response.status_code if attempt and attempt.response else None
+            response = attempt.response if attempt is not None else None
+            status = response.status_code if response is not None else None
             kind = "APIError" if status else _error_type(attempt)
             error = (kind, status, f"{wait.reason}; last: {described}")
             return Failed(_record(ctx, job, progress, attempt, error=error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from worker.profiles import Profile
@@ -9,7 +10,7 @@ from worker.settings import Settings
 
 #: Seconds allowed, beyond a job's longest countdown and one attempt, for a due job to
 #: find a free slot in its worker.
-SLOT_MARGIN_S = 60.0
+SLOT_MARGIN_S = 30.0
 
 
 class StartupError(RuntimeError):
@@ -32,9 +33,11 @@ def check_visibility(settings: Settings, profiles: Mapping[str, Profile]) -> Non
         hold_s = longest_hold_s(profile)
         if hold_s >= settings.visibility_timeout_s:
             raise StartupError(
-                f"profile {profile.name!r}: a job may wait {profile.backoff.longest_countdown_s:g} s "
+                f"profile {profile.name!r}: a job may wait "
+                f"{profile.backoff.longest_countdown_s:.1f} s "
                 f"in a countdown, then take {profile.timeout_s:g} s, plus {SLOT_MARGIN_S:g} s "
-                f"margin = {hold_s:g} s, but the broker's visibility timeout is "
+                f"margin = {hold_s:.1f} s, but the broker's visibility timeout is "
                 f"{settings.visibility_timeout_s} s: a job could run twice. Raise "
-                f"REQWORKER_VISIBILITY_TIMEOUT above {hold_s:.0f} or shorten this profile's backoff."
+                f"REQWORKER_VISIBILITY_TIMEOUT to {math.floor(hold_s) + 1} or more, or shorten this "
+                "profile's backoff."
             )

@@ -1,0 +1,80 @@
+"""A running reqworker stack for integration tests: profiles, a worker, a client."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from producer.client import Batch, Client
+from producer.loopback_api import LoopbackAPI
+from tests.conftest import base_env
+from tests.support import WorkerProcess
+from worker.profiles import load_profiles
+from worker.settings import Settings
+
+TOKEN = "tok-3f9a7c1e5b2d4a6890e1"
+
+PROFILES = """
+[apis.fast]
+base_url = "{url}"
+timeout = 5
+backoff = {{ start = 0.05, factor = 2, count = 4 }}
+
+[apis.seed]
+base_url = "{url}"
+timeout = 5
+
+[apis.slow]
+base_url = "{url}"
+timeout = 0.5
+backoff = {{ start = 0.05, factor = 2, count = 2 }}
+
+[apis.bearer]
+base_url = "{url}/secure"
+timeout = 5
+backoff = {{ start = 0.05, factor = 2, count = 2 }}
+
+[apis.bearer.auth]
+kind = "bearer"
+token = "${{TEST_API_TOKEN}}"
+"""
+
+
+@dataclass
+class Stack:
+    api: LoopbackAPI
+    env: dict[str, str]
+    client: Client
+    tmp: Path
+
+    def run(self, job: dict[str, Any], *, within_s: float = 60) -> dict[str, Any]:
+        """Submit one job, wait for it, and return its result record."""
+        batch, _ = self.client.submit(job)
+        batch.wait(poll_s=0.05, timeout_s=within_s)
+        return next(batch.results())
+
+    def worker(self, name: str, **kwargs: Any) -> WorkerProcess:
+        return WorkerProcess(self.env, self.tmp / f"{name}.log", **kwargs).wait_ready()
+
+
+def countdowns(log: str, job_id: str) -> list[float]:
+    """The countdowns a job's task asked Celery for, as the worker logged them."""
+    return [float(m) for m in re.findall(rf"job {re.escape(job_id)} countdown=([0-9.e+-]+)", log)]
+
+
+@contextmanager
+def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, **env_extra: str) -> Iterator[Stack]:
+    apis = tmp / "apis.toml"
+    apis.write_text(PROFILES.format(url=api.url))
+    env = base_env(redis_url, str(apis), TEST_API_TOKEN=TOKEN, **env_extra)
+    settings = Settings.from_env(env)
+    client = Client(settings, load_profiles(apis, env, with_secrets=False))
+    yield Stack(api, env, client, tmp)
+
+
+def finished(batch: Batch) -> bool:
+    return batch.status().finished

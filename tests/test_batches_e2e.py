@@ -1,0 +1,202 @@
+"""Batches through the command line, workers that die, and workers that refuse to start."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.localredis import LocalRedis
+from producer.loopback_api import LoopbackAPI, Reply
+from tests.stack import TOKEN, Stack, make_stack
+from tests.support import eventually, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path) -> Iterator[Stack]:
+    with make_stack(redis_server.url, loopback_api, tmp_path) as s:
+        yield s
+
+
+def test_the_cache_is_shared_across_worker_processes(stack: Stack) -> None:
+    path = f"/echo/shared/{uuid.uuid4().hex}"
+    first = stack.worker("a", concurrency=2)
+    try:
+        assert stack.run({"api": "fast", "path": path})["from_cache"] is False
+    finally:
+        first.stop()
+    second = stack.worker("b", concurrency=2)
+    try:
+        record = stack.run({"api": "fast", "path": path})
+    finally:
+        second.stop()
+    assert record["from_cache"] is True
+    assert len(stack.api.hits(path)) == 1
+
+
+def _batch_lines(run: str) -> tuple[list[str], dict[int, str]]:
+    """200 lines: good jobs of several outcomes, and bad lines with what must be named."""
+    lines: list[str] = []
+    bad: dict[int, str] = {}
+    for i in range(200):
+        n = i + 1
+        if i % 20 == 3:
+            lines.append(json.dumps({"api": "fast", "path": f"/echo/{run}/{i}",
+                                     "headers": {"Authorization": "Bearer x"}, "key": f"k{i}"}))
+            bad[n] = "headers.Authorization"
+        elif i % 20 == 7:
+            lines.append(json.dumps({"api": "nope", "path": "/x", "key": f"k{i}"}))
+            bad[n] = "'api'"
+        elif i % 40 == 11:
+            lines.append('{"api": "fast", "path": ')
+            bad[n] = "not valid JSON"
+        elif i % 40 == 31:
+            lines.append(json.dumps({"api": "fast", "url": "http://evil.example/x"}))
+            bad[n] = "'url'"
+        elif i % 10 == 5:
+            lines.append(json.dumps({"api": "fast", "path": f"/missing/{run}/{i}", "key": f"k{i}"}))
+        else:
+            lines.append(json.dumps({"api": "fast", "path": f"/echo/{run}/{i}", "key": f"k{i}"}))
+    return lines, bad
+
+
+def test_a_batch_of_200_mixed_jobs_ends_with_every_result_retrievable(
+        stack: Stack, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    lines, bad = _batch_lines(run)
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("\n".join(lines[:100]) + "\n\n" + "\n".join(lines[100:]) + "\n")
+    worker = stack.worker("batch", concurrency=8)
+    try:
+        done = run_cli(stack.env, "enqueue", str(jobs_file), "--name", "mixed", "--wait")
+    finally:
+        worker.stop()
+    assert done.returncode == 2, done.stderr
+    batch_id = done.stdout.strip()
+    refused = [line for line in done.stderr.splitlines() if line.startswith("refused ")]
+    assert len(refused) == len(bad)
+    for number, words in bad.items():
+        # one blank line after line 100 shifts the numbering of the file
+        shown = number + (1 if number > 100 else 0)
+        assert any(f"line {shown}:" in r and words in r for r in refused), (number, refused)
+
+    status = run_cli(stack.env, "status", batch_id, "--json")
+    counts = json.loads(status.stdout)
+    good = 200 - len(bad)
+    missing = sum(1 for i in range(200) if i % 10 == 5 and (i + 1) not in bad)
+    assert counts["total"] == good and counts["refused"] == len(bad)
+    assert (counts["succeeded"], counts["failed"]) == (good - missing, missing)
+    assert counts["pending"] == counts["retrying"] == 0 and counts["name"] == "mixed"
+
+    out = tmp_path / "results.jsonl"
+    results = run_cli(stack.env, "results", batch_id, "-o", str(out))
+    assert results.returncode == 1  # some jobs failed
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == good
+    assert len({r["key"] for r in records}) == good
+    assert {r["batch_id"] for r in records} == {batch_id}
+    assert sum(not r["ok"] for r in records) == missing
+    failed = run_cli(stack.env, "results", batch_id, "--failed")
+    assert len(failed.stdout.splitlines()) == missing
+
+
+def test_a_worker_killed_outright_loses_no_job(stack: Stack, tmp_path: Path) -> None:
+    """kill -9 of the whole worker mid-request: another worker finishes the job."""
+    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="40")
+    apis = tmp_path / "quick.toml"
+    apis.write_text(f'[apis.fast]\nbase_url = "{stack.api.url}"\ntimeout = 5\n'
+                    "backoff = { start = 0.05, factor = 2, count = 2 }\n")
+    env["REQWORKER_APIS"] = str(apis)
+    quick = Stack(stack.api, env, stack.client, tmp_path)
+    path = f"/kill/{uuid.uuid4().hex}"
+    stack.api.script(path, Reply(delay_s=30, json={"first": 1}), Reply(json={"second": 1}))
+    doomed = quick.worker("doomed", concurrency=2)
+    batch, _ = stack.client.submit({"api": "fast", "url": f"{stack.api.url}{path}"})
+    eventually(lambda: stack.api.hits(path), what="the first attempt reaching the API")
+    doomed.kill()
+    survivor = quick.worker("survivor", concurrency=2)
+    try:
+        batch.wait(poll_s=0.2, timeout_s=180)
+    finally:
+        survivor.stop()
+    record = next(batch.results())
+    assert record["ok"] is True and record["body"] == {"second": 1}
+    assert len(stack.api.hits(path)) == 2
+
+
+def test_a_worker_refuses_a_visibility_timeout_its_countdowns_could_outlast(stack: Stack) -> None:
+    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="30")
+    done = run_cli(env, "worker")
+    assert done.returncode == 2
+    assert "REQWORKER_VISIBILITY_TIMEOUT" in done.stderr and "run twice" in done.stderr
+
+
+def test_bad_profiles_stop_the_worker_with_a_clear_message(stack: Stack, tmp_path: Path) -> None:
+    apis = tmp_path / "broken.toml"
+    apis.write_text('[apis.x]\nbase_url = "http://127.0.0.1:9"\n[apis.x.auth]\nkind = "bearer"\n'
+                    'token = "${NOT_SET_ANYWHERE}"\n')
+    done = run_cli(dict(stack.env, REQWORKER_APIS=str(apis)), "worker")
+    assert done.returncode == 2
+    assert "NOT_SET_ANYWHERE" in done.stderr
+
+
+def test_unknown_batch_is_bad_input(stack: Stack) -> None:
+    done = run_cli(stack.env, "status", "no-such-batch")
+    assert done.returncode == 2 and "no batch 'no-such-batch'" in done.stderr
+
+
+def test_request_prints_the_result_and_exits_by_outcome(stack: Stack) -> None:
+    worker = stack.worker("req", concurrency=2)
+    try:
+        ok = run_cli(stack.env, "request", "GET", f"/echo/{uuid.uuid4().hex}", "--api", "fast",
+                     "-p", "q=1", "--key", "mine")
+        path = f"/gone/{uuid.uuid4().hex}"
+        stack.api.script(path, Reply(410, json={"error": {"message": "gone for good"}}))
+        failed = run_cli(stack.env, "request", "GET", path, "--api", "fast")
+    finally:
+        worker.stop()
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads(ok.stdout)
+    assert record["key"] == "mine" and record["body"]["query"] == "q=1"
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"]["message"] == "gone for good"
+
+
+def test_job_arguments_in_events_show_the_job_and_no_secret(stack: Stack) -> None:
+    """What Flower shows comes from task events: the job summary, never a token."""
+    from producer.celeryapp import make_app
+    from worker.settings import Settings
+
+    app = make_app(Settings.from_env(stack.env))
+    seen: list[dict[str, object]] = []
+    worker = stack.worker("events", concurrency=2)
+    with app.connection_for_read() as conn:
+        recv = app.events.Receiver(conn, handlers={"*": seen.append})
+        listener = threading.Thread(target=recv.capture, kwargs={"limit": None}, daemon=True)
+        listener.start()
+        try:
+            # a heartbeat proves the listener is subscribed before the job's events go out
+            eventually(lambda: any(e.get("type") == "worker-heartbeat" for e in seen),
+                       what="a worker heartbeat event")
+            path = f"/secure/ev/{uuid.uuid4().hex}"
+            stack.api.script(path, Reply(json={"fine": True}))
+            record = stack.run({"api": "bearer", "path": path[len("/secure"):], "key": "ev"})
+            eventually(lambda: any(e.get("type") == "task-succeeded"
+                                   and e.get("uuid") == record["job_id"] for e in seen),
+                       what="the task-succeeded event")
+        finally:
+            recv.should_stop = True
+            worker.stop()
+            listener.join(timeout=10)
+    mine = [e for e in seen if e.get("uuid") == record["job_id"]]
+    kinds = {e["type"] for e in mine}
+    assert {"task-sent", "task-received", "task-succeeded"} <= kinds
+    received = next(e for e in mine if e["type"] == "task-received")
+    assert "bearer GET" in str(received["kwargs"]) and "key=ev" in str(received["kwargs"])
+    assert TOKEN not in json.dumps(seen, default=str)
