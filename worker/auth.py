@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from worker.profiles import AuthConfig, Profile
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,9 @@ class StaticBearer:
     def __init__(self, config: AuthConfig) -> None:
         if config.token is None:
             raise ValueError("a bearer profile needs its token")
-        value = config.header_prefix + config.token.reveal()
-        self._credentials = Credentials(headers={config.header_key: value}, version="static")
+        headers = {name: value.reveal() for name, value in config.headers if value is not None}
+        headers[config.header_key] = config.header_prefix + config.token.reveal()
+        self._credentials = Credentials(headers=headers, version="static")
 
     def credentials(self) -> Credentials:
         return self._credentials
@@ -52,7 +58,25 @@ class StaticBearer:
         return False
 
 
-def make_authoriser(profile: Profile) -> Authoriser:
+def renewal_lease_s(profile: Profile) -> float:
+    """Seconds one process may hold a profile's token renewal: one token request, with room."""
+    return 2 * profile.timeout_s + 5.0
+
+
+def make_authoriser(
+    profile: Profile, client: redis.Redis | None = None, keys: Keys | None = None
+) -> Authoriser:
+    """The authoriser of a profile; ``oauth2`` needs the Redis that holds the shared token."""
     if profile.auth.kind == "bearer":
         return StaticBearer(profile.auth)
+    if profile.auth.kind == "oauth2":
+        from worker.keys import Keys
+        from worker.oauth import OAuth2Authoriser
+        from worker.tokens import TokenStore
+
+        if client is None:
+            raise ValueError(f"profile {profile.name!r}: an oauth2 authoriser needs a Redis client")
+        store = TokenStore(client, keys or Keys(), profile.name, lease_s=renewal_lease_s(profile),
+                           wait_s=profile.timeout_s + 5.0)
+        return OAuth2Authoriser(profile, store)
     return NoAuth()

@@ -47,6 +47,10 @@ class Keys:
         """String with an expiry: the profile's shared OAuth token (JSON)."""
         return f"{self.prefix}:token:{profile}"
 
+    def token_failure(self, profile: str) -> str:
+        """String with a short expiry: why the token endpoint last refused (never a token)."""
+        return f"{self.prefix}:token:{profile}:failure"
+
     def token_lock(self, profile: str) -> str:
         """String with a lease: held by the one process renewing the profile's token."""
         return f"{self.prefix}:token:{profile}:lock"

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.authconfig import AUTH_KINDS, AuthConfig, read_auth
 from worker.durations import Rate, parse_duration_s, parse_rate
-from worker.secret import Secret
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-AUTH_KINDS = ("none", "bearer")
+__all__ = ["AUTH_KINDS", "AuthConfig", "Backoff", "Profile", "ProfileError", "load_profiles",
+           "parse_profiles"]
 
 
 class ProfileError(ValueError):
@@ -48,16 +49,6 @@ class Backoff:
 
 
 @dataclass(frozen=True)
-class AuthConfig:
-    """How requests of a profile are authorised."""
-
-    kind: str = "none"
-    token: Secret | None = None
-    header_key: str = "Authorization"
-    header_prefix: str = "Bearer "
-
-
-@dataclass(frozen=True)
 class Profile:
     """One API: where it lives and how jobs against it behave."""
 
@@ -80,7 +71,7 @@ class Profile:
     @property
     def credential_headers(self) -> tuple[str, ...]:
         """Header names that carry this profile's credentials."""
-        names = {"Authorization", "Proxy-Authorization", self.auth.header_key}
+        names = {"Authorization", "Proxy-Authorization", *self.auth.header_names}
         return tuple(sorted(names))
 
 
@@ -214,7 +205,7 @@ class _Reader:
             cache_expire_s=cache_expire_s,
             timeout_s=timeout_s,
             backoff=self.backoff(table.get("backoff", {}), f"{where}.backoff"),
-            auth=self.auth(table.get("auth", {}), f"{where}.auth"),
+            auth=self.auth(table.get("auth", {}), f"{where}.auth", base_url),
         )
 
     def base_url(self, url: str, where: str) -> str:
@@ -242,23 +233,5 @@ class _Reader:
             raise self.fail(f"{where}.count", f"must be a whole number 0 or more, not {count!r}")
         return Backoff(start_s=start, factor=factor, count=count)
 
-    def auth(self, table: Any, where: str) -> AuthConfig:
-        if not isinstance(table, Mapping):
-            raise self.fail(where, "must be a table")
-        kind = table.get("kind", "none")
-        if kind not in AUTH_KINDS:
-            raise self.fail(f"{where}.kind", f"{kind!r} is not one of {', '.join(AUTH_KINDS)}")
-        if kind == "none":
-            _only_keys(table, {"kind"}, where, self.source)
-            return AuthConfig()
-        _only_keys(table, {"kind", "token", "header_key", "header_prefix"}, where, self.source)
-        if "token" not in table:
-            raise self.fail(where, "kind = \"bearer\" needs token = \"${YOUR_TOKEN_VARIABLE}\"")
-        token = None
-        if self.with_secrets:
-            token = Secret(self.expand(table["token"], f"{where}.token"))
-            if not token:
-                raise self.fail(f"{where}.token", "is empty")
-        header_key = self.expand(table.get("header_key", "Authorization"), f"{where}.header_key")
-        prefix = self.expand(table.get("header_prefix", "Bearer "), f"{where}.header_prefix")
-        return AuthConfig(kind=kind, token=token, header_key=header_key, header_prefix=prefix)
+    def auth(self, table: Any, where: str, base_url: str) -> AuthConfig:
+        return read_auth(self, table, where, base_url)

@@ -1,0 +1,253 @@
+"""The ``oauth2`` authoriser: one token for the whole fleet, from a profile's token endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import requests
+
+from worker.auth import Credentials
+from worker.errors import AuthError
+from worker.profiles import AuthConfig, Profile
+from worker.secret import Secret
+from worker.tokens import Token, TokenStore
+
+log = logging.getLogger("reqworker.oauth")
+
+#: Answers of a token endpoint that may pass: the job is retried with backoff.
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class TokenEndpointError(AuthError):
+    """The token endpoint refused or failed a grant; ``oauth_error`` is its error code."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 oauth_error: str | None = None) -> None:
+        super().__init__(message, retryable=retryable)
+        self.status = status
+        self.oauth_error = oauth_error
+
+
+class TokenEndpoint:
+    """The grants a profile can ask its ``token_url`` for."""
+
+    def __init__(self, profile: str, config: AuthConfig, timeout_s: float = 30.0) -> None:
+        if not config.token_url or not config.client_id:
+            raise ValueError(f"profile {profile!r}: an oauth2 profile needs token_url and client_id")
+        self.profile = profile
+        self.config = config
+        self.timeout_s = timeout_s
+
+    def client_credentials(self) -> Token:
+        form = {"grant_type": "client_credentials"}
+        if self.config.scope:
+            form["scope"] = self.config.scope
+        return self._grant(form)
+
+    def refresh(self, refresh_token: Secret) -> Token:
+        """A new access token; the old refresh token is kept when the server sends none."""
+        token = self._grant({"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()})
+        return token if token.refresh_token else Token(
+            access_token=token.access_token, refresh_token=refresh_token,
+            expires_at=token.expires_at, obtained_at=token.obtained_at, scope=token.scope)
+
+    def exchange_code(self, code: str, redirect_uri: str, code_verifier: str | None = None) -> Token:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        return self._grant(form)
+
+    def _grant(self, form: dict[str, str]) -> Token:
+        secret = self.config.client_secret
+        auth = None
+        if secret is not None and self.config.client_auth == "basic":
+            auth = (self.config.client_id or "", secret.reveal())
+        else:
+            form = {**form, "client_id": self.config.client_id or ""}
+            if secret is not None:
+                form["client_secret"] = secret.reveal()
+        where = f"profile {self.profile!r}: token endpoint {_shown(self.config.token_url or '')}"
+        grant = form["grant_type"]
+        started = time.time()
+        try:
+            response = requests.post(self.config.token_url or "", data=form, auth=auth,
+                                     headers={"Accept": "application/json"},
+                                     timeout=self.timeout_s, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise TokenEndpointError(f"{where} unreachable ({grant}): {type(exc).__name__}",
+                                     retryable=True) from None
+        status = response.status_code
+        body = _json(response)
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            raise TokenEndpointError(f"{where} answered HTTP {status} ({grant}); try again later",
+                                     retryable=True, status=status)
+        if not 200 <= status < 300:
+            code = body.get("error") if isinstance(body.get("error"), str) else None
+            detail = str(body.get("error_description") or code or response.reason or "")[:200]
+            raise TokenEndpointError(f"{where} refused the {grant} grant: HTTP {status} {detail}".rstrip(),
+                                     retryable=False, status=status, oauth_error=code)
+        return _token(body, started, f"{where} answered {status} ({grant})")
+
+
+def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
+    access = body.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise TokenEndpointError(f"{where} without an access_token", retryable=False)
+    refresh = body.get("refresh_token")
+    try:
+        expires_in = float(body["expires_in"]) if body.get("expires_in") is not None else None
+    except (TypeError, ValueError):
+        expires_in = None
+    return Token(
+        access_token=Secret(access),
+        refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
+        expires_at=now + expires_in if expires_in is not None else None,
+        obtained_at=now,
+        scope=body.get("scope") if isinstance(body.get("scope"), str) else None,
+    )
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _shown(url: str) -> str:
+    """The URL without query or fragment: enough to say which endpoint, nothing more."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def read_token_file(path: str | Path) -> Token | None:
+    """A token saved as JSON: ``access_token``, and ``refresh_token``, ``expires_at``
+    (epoch seconds or ISO 8601) or ``expires_in`` (from the file's modification time)."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        saved_at = path.stat().st_mtime
+    except (OSError, ValueError) as exc:
+        log.warning("token file %s cannot be used: %s", path, type(exc).__name__)
+        return None
+    access = data.get("access_token") if isinstance(data, dict) else None
+    if not isinstance(access, str) or not access:
+        log.warning("token file %s has no access_token", path)
+        return None
+    refresh = data.get("refresh_token")
+    return Token(
+        access_token=Secret(access),
+        refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
+        expires_at=_file_expiry(data, saved_at),
+        obtained_at=saved_at,
+        scope=data.get("scope") if isinstance(data.get("scope"), str) else None,
+    )
+
+
+def _file_expiry(data: Mapping[str, Any], saved_at: float) -> float | None:
+    expires_at, expires_in = data.get("expires_at"), data.get("expires_in")
+    if isinstance(expires_at, str):
+        try:
+            return datetime.fromisoformat(expires_at).timestamp()
+        except ValueError:
+            return None
+    if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
+        return float(expires_at)
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        return saved_at + expires_in
+    return None
+
+
+class OAuth2Authoriser:
+    """Credentials from the profile's shared token in Redis, renewed single-flight."""
+
+    def __init__(self, profile: Profile, store: TokenStore, endpoint: TokenEndpoint | None = None) -> None:
+        self.profile = profile
+        self.config = profile.auth
+        self.store = store
+        self.endpoint = endpoint or TokenEndpoint(profile.name, profile.auth, profile.timeout_s)
+        self._seeded = self.config.token_file is None
+
+    def credentials(self) -> Credentials:
+        try:
+            token = self.store.load()
+            if token is None or not token.usable(self.config.test_expiry_s, self.store.clock()):
+                token = self.store.obtain(token.version if token else 0, self._renew)
+        except redis.RedisError as exc:
+            raise AuthError(f"profile {self.profile.name!r}: the token store in Redis is unreachable: "
+                            f"{type(exc).__name__}", retryable=True) from None
+        return self.credentials_for(token)
+
+    def renew(self, rejected: Credentials) -> bool:
+        """Replace the refused version (unless another process has); True when newer exists."""
+        version = _version(rejected)
+        try:
+            try:
+                self.store.obtain(version, self._renew)
+                return True
+            except AuthError as exc:
+                log.warning("%s", exc)
+                # Nobody may use the refused token again; credentials() will renew it.
+                self.store.invalidate(version)
+                return exc.retryable
+        except redis.RedisError as exc:
+            log.warning("profile %s: token store unreachable: %s", self.profile.name, type(exc).__name__)
+            return True
+
+    def credentials_for(self, token: Token) -> Credentials:
+        headers = {name: value.reveal() for name, value in self.config.headers if value is not None}
+        headers[self.config.header_key] = self.config.header_prefix + token.access_token.reveal()
+        return Credentials(headers=headers, version=str(token.version))
+
+    def passes_test(self, token: Token) -> bool:
+        """Whether ``test_url`` answers ``test_status`` to this token (True without a test)."""
+        if not self.config.test_url:
+            return True
+        try:
+            response = requests.get(self.config.test_url, headers=self.credentials_for(token).headers,
+                                    timeout=self.profile.timeout_s, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise AuthError(f"profile {self.profile.name!r}: token test {_shown(self.config.test_url)} "
+                            f"unreachable: {type(exc).__name__}", retryable=True) from None
+        return response.status_code in self.config.test_status
+
+    def _renew(self, current: Token | None) -> Token:
+        """Runs under the renewal lease: seed, refresh or fetch a new token."""
+        name = self.profile.name
+        if current is None and not self._seeded:
+            self._seeded = True
+            seeded = read_token_file(self.config.token_file or "")
+            if seeded is not None:
+                if seeded.usable(self.config.test_expiry_s, self.store.clock()) and self.passes_test(seeded):
+                    log.info("profile %s: seeding the shared token from %s", name, self.config.token_file)
+                    return seeded
+                current = seeded
+        if current is not None and current.refresh_token is not None:
+            try:
+                return self.endpoint.refresh(current.refresh_token)
+            except TokenEndpointError as exc:
+                if exc.retryable:
+                    raise
+                if self.config.auth_url:
+                    raise AuthError(f"{exc}; run `reqworker auth {name}` again", retryable=False) from None
+                log.warning("%s; asking for a new token instead", exc)
+        if self.config.auth_url:
+            raise AuthError(f"profile {name!r} has no usable token: run `reqworker auth {name}` to "
+                            "authorise it in a browser", retryable=False)
+        return self.endpoint.client_credentials()
+
+
+def _version(credentials: Credentials) -> int:
+    try:
+        return int(credentials.version or 0)
+    except ValueError:
+        return 0
