@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from worker.admission import Gate, Wait
 from worker.auth import Authoriser
 from worker.backoff import GiveUp, countdown, parse_retry_after
 from worker.errors import AuthError
@@ -60,6 +61,8 @@ class Retry:
     countdown_s: float
     progress: Progress
     reason: str
+    #: True when this retry spends one of ``backoff.count``; a wait or a renewal does not.
+    backoff: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,12 @@ class Executor:
         profiles: Mapping[str, Profile],
         sessions: Sessions,
         authorisers: Mapping[str, Authoriser],
+        gate: Gate,
     ) -> None:
         self.profiles = profiles
         self.sessions = sessions
         self.authorisers = authorisers
+        self.gate = gate
 
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
         try:
@@ -96,25 +101,45 @@ class Executor:
             if exc.retryable:
                 return self._retry(job, profile, progress, ctx, None, f"credentials: {exc}")
             return Failed(_record(ctx, job, progress, error=("AuthError", None, str(exc))))
-        attempt = send(self.sessions.for_job(job), job, profile, creds.headers)
+        session = self.sessions.for_job(job)
+        if job.uses_cache and not job.refresh and self.gate.budgets(profile):
+            # A cache hit costs the API nothing, so it must not spend the shared budget.
+            cached = send(session, job, profile, creds.headers, only_if_cached=True)
+            if cached.from_cache:
+                progress = replace(progress, attempts=progress.attempts + 1)
+                return Done(_record(ctx, job, progress, cached))
+        ticket = self.gate.enter(profile)
+        if isinstance(ticket, Wait):
+            if ticket.fail:
+                error = ("RateLimitError", None, ticket.reason)
+                return Failed(_record(ctx, job, progress, error=error))
+            return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
+        try:
+            attempt = send(session, job, profile, creds.headers)
+        finally:
+            self.gate.leave(profile, ticket)
         progress = replace(progress, attempts=progress.attempts + 1)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
         response = attempt.response
         verdict = classify_status(response.status_code, job.method, job.retry_unsafe)
+        retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+        if verdict is Verdict.RETRY or self.gate.budgets(profile) or profile.adaptive_rate:
+            self.gate.after(profile, response.headers,
+                            retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
             return Done(_record(ctx, job, progress, attempt))
         described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
         if verdict is Verdict.REAUTH:
             if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
                 again = replace(progress, reauths=progress.reauths + 1)
-                return Retry(0.0, again, f"{described}: credentials renewed, trying again")
+                return Retry(0.0, again, f"{described}: credentials renewed, trying again",
+                             backoff=False)
             error = _unauthorised(job, response, renewed=progress.reauths > 0)
             return Failed(_record(ctx, job, progress, attempt, error=error))
         message = api_message(response_body(response), response.reason or "")
         if verdict is Verdict.RETRY:
-            wait = parse_retry_after(response.headers.get("Retry-After"))
-            return self._retry(job, profile, progress, ctx, attempt, described, wait)
+            return self._retry(job, profile, progress, ctx, attempt, described, retry_after_s)
         error = ("APIError", response.status_code, message)
         return Failed(_record(ctx, job, progress, attempt, error=error))
 

@@ -82,11 +82,26 @@ class Attempt:
 
     @property
     def from_cache(self) -> bool:
-        return bool(getattr(self.response, "from_cache", False))
+        """True when the answer came from the shared cache (an only-if-cached miss does not)."""
+        if getattr(self.response, "from_cache", False) is not True:
+            return False
+        # requests-cache answers an only-if-cached miss with a 504 it marks as cached;
+        # a real 504 is never stored (see worker.cache allowable_codes).
+        return self.response is not None and self.response.status_code != 504
 
 
-def send(session: requests.Session, job: Job, profile: Profile, auth: Mapping[str, str]) -> Attempt:
-    """Make one attempt at ``job``; never raises for HTTP or network failures."""
+def send(
+    session: requests.Session,
+    job: Job,
+    profile: Profile,
+    auth: Mapping[str, str],
+    *,
+    only_if_cached: bool = False,
+) -> Attempt:
+    """Make one attempt at ``job``; never raises for HTTP or network failures.
+
+    With ``only_if_cached`` nothing goes to the network: a miss is a 504 not from cache.
+    """
     kwargs: dict[str, Any] = {
         "params": job.params or None,
         "json": job.json,
@@ -95,8 +110,11 @@ def send(session: requests.Session, job: Job, profile: Profile, auth: Mapping[st
         "timeout": profile.timeout_s,
         "allow_redirects": job.method != "HEAD",
     }
-    if job.refresh and isinstance(session, CachedSession):
-        kwargs["force_refresh"] = True
+    if isinstance(session, CachedSession):
+        if job.refresh:
+            kwargs["force_refresh"] = True
+        elif only_if_cached:
+            kwargs["only_if_cached"] = True
     started = time.monotonic()
     try:
         response = session.request(job.method, job.url, **kwargs)

@@ -40,22 +40,23 @@ end
 """
 
 # KEYS: rate, pause. ARGV: interval_us (0 = no rate limit), burst, now_us or ''.
-# Returns microseconds to wait; 0 means go now (one emission consumed).
+# Returns {microseconds to wait, 1 when the wait is a pause}; {0, 0} means go now
+# (one emission consumed).
 _ADMIT = _CLOCK + """
 local now = now_us(ARGV[3])
 local paused = tonumber(redis.call('GET', KEYS[2]))
-if paused and paused > now then return paused - now end
+if paused and paused > now then return {paused - now, 1} end
 local interval = tonumber(ARGV[1])
-if interval <= 0 then return 0 end
+if interval <= 0 then return {0, 0} end
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
-if allow_at > now then return allow_at - now end
+if allow_at > now then return {allow_at - now, 0} end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat))
 keep_until(KEYS[1], new_tat)
-return 0
+return {0, 0}
 """
 
 # KEYS: pause. ARGV: seconds_us, now_us or ''. Returns the pause now in force (us).
@@ -88,6 +89,13 @@ return {string.format('%.0f', now), redis.call('GET', KEYS[1]) or '',
         redis.call('GET', KEYS[2]) or '',
         redis.call('ZCOUNT', KEYS[3], string.format('(%.0f', now), '+inf')}
 """
+
+
+class Admission(NamedTuple):
+    """The limiter's answer: seconds to wait (0 = go now), and whether a pause is why."""
+
+    wait_s: float
+    paused: bool
 
 
 class GcraStep(NamedTuple):
@@ -211,10 +219,15 @@ class RateLimiter:
 
         A 0.0 has consumed one request of the shared budget; a wait consumed nothing.
         """
+        return self.admission(profile, now_s).wait_s
+
+    def admission(self, profile: Profile, now_s: float | None = None) -> Admission:
+        """Like ``admit``, also saying whether the wait is a fleet-wide pause."""
         interval = emission_interval_us(profile.rate_limit) if profile.rate_limit else 0
         keys = [self.keys.rate(profile.name), self.keys.pause(profile.name)]
         args = [interval, profile.rate_burst, _now_arg(now_s)]
-        return int(self._admit(keys=keys, args=args)) / US
+        wait_us, paused = self._admit(keys=keys, args=args)
+        return Admission(int(wait_us) / US, bool(int(paused)))
 
     def pause(self, profile_name: str, seconds: float, now_s: float | None = None) -> float:
         """Hold every request to a profile for ``seconds``; returns the pause now in force.

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import redis
 
+from worker.admission import Gate
 from worker.auth import Authoriser, make_authoriser
 from worker.executor import Executor
 from worker.http import Sessions
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
+from worker.ratelimit import RateLimiter
 from worker.settings import Settings
 
 
@@ -29,8 +31,11 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     profiles = load_profiles(settings.apis_path)
     keys = Keys(settings.key_prefix)
     cache_redis = redis.Redis.from_url(settings.cache_url, health_check_interval=30)
-    authorisers: dict[str, Authoriser] = {n: make_authoriser(p) for n, p in profiles.items()}
-    executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers)
+    authorisers: dict[str, Authoriser] = {
+        name: make_authoriser(profile, cache_redis, keys) for name, profile in profiles.items()
+    }
+    gate = Gate(RateLimiter(cache_redis, keys))
+    executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate)
     return Runtime(settings, profiles, cache_redis, executor)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from worker.auth import renewal_lease_s
 from worker.profiles import Profile
 from worker.settings import Settings
 
@@ -18,8 +19,12 @@ class StartupError(RuntimeError):
 
 
 def longest_hold_s(profile: Profile) -> float:
-    """Seconds a worker may hold one message of this profile before acknowledging it."""
-    return profile.backoff.longest_countdown_s + profile.timeout_s + SLOT_MARGIN_S
+    """Seconds a worker may hold one message of this profile before acknowledging it.
+
+    Its longest countdown, a token renewal it may wait for or make, one attempt, and room.
+    """
+    renewal_s = renewal_lease_s(profile) if profile.auth.kind == "oauth2" else 0.0
+    return profile.backoff.longest_countdown_s + renewal_s + profile.timeout_s + SLOT_MARGIN_S
 
 
 def check_visibility(settings: Settings, profiles: Mapping[str, Profile]) -> None:
@@ -35,8 +40,8 @@ def check_visibility(settings: Settings, profiles: Mapping[str, Profile]) -> Non
             raise StartupError(
                 f"profile {profile.name!r}: a job may wait "
                 f"{profile.backoff.longest_countdown_s:.1f} s "
-                f"in a countdown, then take {profile.timeout_s:g} s, plus {SLOT_MARGIN_S:g} s "
-                f"margin = {hold_s:.1f} s, but the broker's visibility timeout is "
+                f"in a countdown and then hold a worker slot, with {SLOT_MARGIN_S:g} s of "
+                f"margin, for {hold_s:.1f} s, but the broker's visibility timeout is "
                 f"{settings.visibility_timeout_s} s: a job could run twice. Raise "
                 f"REQWORKER_VISIBILITY_TIMEOUT to {math.floor(hold_s) + 1} or more, or shorten this "
                 "profile's backoff."

@@ -37,7 +37,10 @@ def request(
     if isinstance(outcome, Done):
         return outcome.record
     if isinstance(outcome, Retry):
-        log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
+        if outcome.backoff:
+            log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
+        else:
+            log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
         raise self.retry(
             countdown=outcome.countdown_s,
             kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},

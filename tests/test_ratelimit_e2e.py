@@ -1,0 +1,216 @@
+"""The shared rate budget, pauses and concurrency cap, across real worker processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producer.client import Client
+from producer.localredis import LocalRedis
+from producer.loopback_api import Hit, LoopbackAPI, Reply
+from tests.conftest import base_env
+from tests.stack import Stack
+from tests.support import WorkerProcess, eventually, run_cli
+from worker.keys import Keys
+from worker.profiles import load_profiles
+from worker.ratelimit import RateLimiter
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+LIMIT_PER_S = 20
+#: The API tolerates one request more than limit + burst in a window: what a request's
+#: time in transit (after the shared budget let it go) can add on a loaded machine.
+API_ALLOWS = LIMIT_PER_S + 1 + 1
+
+PROFILES = """
+[apis.limited]
+base_url = "{url}/limited"
+rate_limit = "{limit}/s"
+timeout = 5
+backoff = {{ start = 0.05, factor = 2, count = 3 }}
+
+[apis.hourly]
+base_url = "{url}/hourly"
+rate_limit = "1/h"
+
+[apis.capped]
+base_url = "{url}/capped"
+concurrency = 2
+
+[apis.pausing]
+base_url = "{url}/pausing"
+
+[apis.adaptive]
+base_url = "{url}/adaptive"
+adaptive_rate = true
+"""
+
+
+class FussyAPI:
+    """Plays an API that enforces a rate (429 beyond it) and counts requests in flight."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.window: deque[float] = deque()
+        self.rejected = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def __call__(self, hit: Hit) -> Reply | None:
+        if hit.path.startswith("/limited/"):
+            with self.lock:
+                while self.window and self.window[0] <= hit.at - 1.0:
+                    self.window.popleft()
+                if len(self.window) >= API_ALLOWS:
+                    self.rejected += 1
+                    return Reply(429, headers={"Retry-After": "1"})
+                self.window.append(hit.at)
+            return Reply(json={"path": hit.path})
+        if hit.path.startswith("/capped/"):
+            with self.lock:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            threading.Event().wait(0.05)
+            with self.lock:
+                self.in_flight -= 1
+            return Reply(json={"ok": True})
+        return Reply(json={"path": hit.path})
+
+
+@pytest.fixture(scope="module")
+def fussy() -> FussyAPI:
+    return FussyAPI()
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: LocalRedis, fussy: FussyAPI,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("limits")
+    with LoopbackAPI(fallback=fussy) as api:
+        apis = tmp / "apis.toml"
+        apis.write_text(PROFILES.format(url=api.url, limit=LIMIT_PER_S))
+        env = base_env(redis_server.url, str(apis), REQWORKER_KEY_PREFIX=f"rl{uuid.uuid4().hex[:6]}")
+        client = Client(Settings.from_env(env), load_profiles(apis, env, with_secrets=False))
+        yield Stack(api, env, client, tmp)
+
+
+@pytest.fixture(scope="module")
+def workers(stack: Stack) -> Iterator[list[WorkerProcess]]:
+    procs = [WorkerProcess(stack.env, stack.tmp / f"w{i}.log", concurrency=8, hostname=f"w{i}@%h")
+             for i in range(2)]
+    for proc in procs:
+        proc.wait_ready()
+    yield procs
+    for proc in procs:
+        proc.stop()
+
+
+def limiter(stack: Stack, redis_server: LocalRedis) -> RateLimiter:
+    return RateLimiter(redis.Redis.from_url(redis_server.url), Keys(stack.env["REQWORKER_KEY_PREFIX"]))
+
+
+def test_a_fleet_sends_at_the_shared_rate_and_never_gets_a_429(
+        stack: Stack, workers: list[WorkerProcess], fussy: FussyAPI) -> None:
+    run = uuid.uuid4().hex[:8]
+    jobs = [{"api": "limited", "path": f"/item/{run}/{i}", "key": i} for i in range(300)]
+    report = stack.client.submit_many(jobs, name="limited")
+    report.batch.wait(poll_s=0.25, timeout_s=240)
+    records = list(report.batch.results())
+    assert len(records) == 300 and all(r["ok"] for r in records)
+    assert fussy.rejected == 0
+    # waiting for the budget spends no attempt
+    assert {r["attempts"] for r in records} == {1}
+    times = sorted(h.at for h in stack.api.hits() if h.path.startswith(f"/limited/item/{run}/"))
+    assert len(times) == 300
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= API_ALLOWS
+    logs = "".join(w.log() for w in workers)
+    assert "waiting for the shared rate budget" in logs or busiest <= LIMIT_PER_S + 1
+
+
+def test_cache_hits_do_not_spend_the_budget(stack: Stack, workers: list[WorkerProcess]) -> None:
+    path = f"/once/{uuid.uuid4().hex}"
+    first = stack.run({"api": "hourly", "path": path})
+    # the hourly budget is spent now: only a cache hit can answer within the test
+    second = stack.run({"api": "hourly", "path": path})
+    assert (first["from_cache"], second["from_cache"]) == (False, True)
+    assert second["attempts"] == 1
+
+
+def test_retry_after_pauses_the_whole_profile_for_every_worker(
+        stack: Stack, workers: list[WorkerProcess], redis_server: LocalRedis) -> None:
+    first = f"/pausing/first/{uuid.uuid4().hex}"
+    stack.api.script(first, Reply(429, headers={"Retry-After": "3"}), Reply(json={"then": "ok"}))
+    batch, _ = stack.client.submit({"api": "pausing", "path": first[len("/pausing"):]})
+    hit = eventually(lambda: stack.api.hits(first), what="the 429")[0]
+    eventually(lambda: limiter(stack, redis_server).paused_for("pausing") > 0, what="the pause")
+    run = uuid.uuid4().hex[:8]
+    others = stack.client.submit_many(
+        [{"api": "pausing", "path": f"/other/{run}/{i}"} for i in range(12)])
+    others.batch.wait(poll_s=0.2, timeout_s=120)
+    batch.wait(poll_s=0.2, timeout_s=120)
+    later = [h.at for h in stack.api.hits() if h.path.startswith(f"/pausing/other/{run}/")]
+    assert len(later) == 12
+    assert min(later) >= hit.at + 3.0 - 0.05
+    assert all(r["ok"] and r["attempts"] == 1 for r in others.batch.results())
+    assert next(batch.results())["attempts"] == 2
+
+
+def test_a_pause_longer_than_timeout_fails_the_jobs_that_would_wait(
+        stack: Stack, workers: list[WorkerProcess], redis_server: LocalRedis) -> None:
+    limiter(stack, redis_server).pause("adaptive", 10_000)
+    try:
+        record = stack.run({"api": "adaptive", "path": f"/x/{uuid.uuid4().hex}"})
+    finally:
+        redis.Redis.from_url(redis_server.url).delete(
+            Keys(stack.env["REQWORKER_KEY_PREFIX"]).pause("adaptive"))
+    assert record["ok"] is False and record["attempts"] == 0
+    assert record["error"]["type"] == "RateLimitError" and "paused" in record["error"]["message"]
+
+
+def test_adaptive_mode_slows_down_before_the_api_says_429(
+        stack: Stack, workers: list[WorkerProcess]) -> None:
+    first = f"/adaptive/first/{uuid.uuid4().hex}"
+    stack.api.script(first, Reply(json={}, headers={"RateLimit-Remaining": "0",
+                                                    "RateLimit-Reset": "2"}))
+    done = stack.run({"api": "adaptive", "path": first[len("/adaptive"):]})
+    assert done["ok"]
+    answered = stack.api.hits(first)[0].at
+    second = f"/adaptive/second/{uuid.uuid4().hex}"
+    assert stack.run({"api": "adaptive", "path": second[len("/adaptive"):]})["ok"]
+    assert stack.api.hits(second)[0].at >= answered + 2.0 - 0.05
+
+
+def test_the_concurrency_cap_holds_across_the_fleet(
+        stack: Stack, workers: list[WorkerProcess], fussy: FussyAPI) -> None:
+    run = uuid.uuid4().hex[:8]
+    report = stack.client.submit_many(
+        [{"api": "capped", "path": f"/{run}/{i}", "cache": False} for i in range(24)])
+    report.batch.wait(poll_s=0.2, timeout_s=120)
+    assert all(r["ok"] and r["attempts"] == 1 for r in report.batch.results())
+    assert fussy.most_in_flight == 2
+
+
+def test_limits_shows_each_profiles_budget_and_pauses(
+        stack: Stack, workers: list[WorkerProcess], redis_server: LocalRedis) -> None:
+    limiter(stack, redis_server).pause("pausing", 60)
+    try:
+        shown = run_cli(stack.env, "limits")
+        as_json = run_cli(stack.env, "limits", "--json")
+    finally:
+        redis.Redis.from_url(redis_server.url).delete(
+            Keys(stack.env["REQWORKER_KEY_PREFIX"]).pause("pausing"))
+    assert shown.returncode == 0, shown.stderr
+    assert "limited: 20/s (burst 1)" in shown.stdout
+    assert "capped: no rate limit, 0/2 in flight" in shown.stdout
+    assert "pausing: no rate limit, PAUSED for" in shown.stdout
+    states = {s["profile"]: s for s in map(json.loads, as_json.stdout.splitlines())}
+    assert states["pausing"]["paused_s"] > 50 and states["hourly"]["rate"] == "1/h"
+

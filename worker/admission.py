@@ -1,0 +1,99 @@
+"""Holding a job until its profile's shared rate budget, pause and concurrency cap let it go.
+
+A job that waits here has not failed: waiting spends no attempt. Short waits sleep in
+the worker; longer ones go back to the queue with a countdown, so no worker slot is
+held for long and nothing spins against Redis.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from worker.profiles import Profile
+from worker.ratelimit import RateLimiter
+
+#: Waits up to this many seconds are slept in the worker rather than requeued.
+SHORT_WAIT_S = 0.5
+#: Short waits in a row before the job goes back to the queue anyway.
+MAX_SHORT_WAITS = 8
+#: Countdown of a job that found every concurrency slot taken.
+SLOT_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Pass:
+    """The job may send its request now; ``slot`` is its concurrency lease, if any."""
+
+    slot: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The job must wait ``seconds``; ``fail`` when the wait is longer than the job may wait."""
+
+    seconds: float
+    reason: str
+    fail: bool = False
+
+
+def lease_s(profile: Profile) -> float:
+    """How long a concurrency slot is held at most: one attempt (connect and read), with room."""
+    return 2 * profile.timeout_s + 5
+
+
+class Gate:
+    """The fleet-wide limits of every profile, applied before and after each attempt."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.limiter = limiter
+        self._sleep = sleep
+        self._jitter = jitter
+
+    @staticmethod
+    def budgets(profile: Profile) -> bool:
+        """True when requests of this profile spend a budget (so cache hits should not)."""
+        return profile.rate_limit is not None or profile.concurrency is not None
+
+    def enter(self, profile: Profile) -> Pass | Wait:
+        slot = None
+        if profile.concurrency is not None:
+            slot = self.limiter.try_acquire_slot(profile, lease_s(profile))
+            if slot is None:
+                return Wait(SLOT_WAIT_S * (1 + self._jitter()),
+                            f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
+        for _ in range(MAX_SHORT_WAITS):
+            wait_s, paused = self.limiter.admission(profile)
+            if wait_s <= 0:
+                return Pass(slot)
+            if paused and wait_s > profile.backoff.retry_after_max_s:
+                self.leave(profile, Pass(slot))
+                return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
+                            f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True)
+            if wait_s > SHORT_WAIT_S:
+                self.leave(profile, Pass(slot))
+                # No countdown may outlast what the broker's visibility timeout was checked for.
+                countdown = min(wait_s * (1 + 0.1 * self._jitter()), profile.backoff.longest_countdown_s)
+                why = "paused (Retry-After)" if paused else "waiting for the shared rate budget"
+                return Wait(countdown, f"profile {profile.name!r} {why}")
+            self._sleep(wait_s * (1 + 0.1 * self._jitter()))
+        self.leave(profile, Pass(slot))
+        return Wait(SHORT_WAIT_S, f"profile {profile.name!r} is busy: waiting for the shared rate budget")
+
+    def leave(self, profile: Profile, ticket: Pass) -> None:
+        if ticket.slot is not None:
+            self.limiter.release_slot(profile.name, ticket.slot)
+
+    def after(self, profile: Profile, headers: Mapping[str, str], retry_after_s: float | None) -> None:
+        """Pause the whole profile on a Retry-After; in adaptive mode, on exhausted headers too."""
+        if retry_after_s is not None and retry_after_s > 0:
+            self.limiter.pause(profile.name, retry_after_s)
+        elif profile.adaptive_rate:
+            self.limiter.observe(profile, headers)
