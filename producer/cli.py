@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import click
 import redis
 
+from producer.authflow import auth_command
 from producer.batches import BatchNotFound
 from producer.client import Client, Counts, SubmitReport
 from producer.jsonl import read_jobs
@@ -170,6 +171,31 @@ def status(batch_id: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per profile.")
+@_friendly
+def limits(as_json: bool) -> None:
+    """Each profile's shared rate budget, concurrency cap and any pause in force."""
+    from worker.keys import Keys
+    from worker.ratelimit import RateLimiter
+
+    settings = Settings.from_env()
+    profiles = load_profiles(settings.apis_path, with_secrets=False)
+    limiter = RateLimiter(redis.Redis.from_url(settings.cache_url), Keys(settings.key_prefix))
+    for profile in profiles.values():
+        state = limiter.describe(profile)
+        if as_json:
+            click.echo(json.dumps(state))
+            continue
+        rate = f"{state['rate']} (burst {state['burst']}), {state['available']} available now" \
+            if state["rate"] else "no rate limit"
+        cap = f", {state['in_flight']}/{state['concurrency']} in flight" \
+            if state["concurrency"] else ""
+        pause = f", PAUSED for {state['paused_s']:.1f} s" if state["paused_s"] else ""
+        adaptive = ", adaptive" if state["adaptive"] else ""
+        click.echo(f"{profile.name}: {rate}{cap}{pause}{adaptive}")
+
+
+@main.command()
 @click.argument("batch_id")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
               help="Write the results here instead of stdout.")
@@ -281,6 +307,9 @@ def demo(job_count: int) -> None:
     from producer.demo import run_demo
 
     sys.exit(run_demo(job_count))
+
+
+main.add_command(auth_command)
 
 
 if __name__ == "__main__":
