@@ -20,7 +20,7 @@ class BatchNotFound(LookupError):
 
 
 class BatchStore:
-    """Batch records: a hash of facts, a list of accepted jobs, a list of refused lines."""
+    """Batch records: a hash of facts and counts, a list of jobs, a list of refused lines."""
 
     def __init__(
         self,
@@ -38,19 +38,37 @@ class BatchStore:
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         facts = {"id": batch_id, "name": name or "", "created": now, "total": 0, "rejected": 0,
-                 "enqueued": 0}
+                 "duplicates": 0, "succeeded": 0, "failed": 0, "retrying": 0, "enqueued": 0}
         pipe.hset(self.keys.batch(batch_id), mapping=facts)
         pipe.expire(self.keys.batch(batch_id), self.ttl_s)
         pipe.zadd(self.keys.batches(), {batch_id: now})
         pipe.execute()
 
+    def claim(self, batch_id: str, fingerprints: list[tuple[str, str]]) -> list[str | None]:
+        """For each (fingerprint, job id): None if the job is the first of its kind in the
+        batch, else the id of the job that already runs it."""
+        if not fingerprints:
+            return []
+        seen = self.keys.batch_seen(batch_id)
+        pipe = self.client.pipeline(transaction=False)
+        for fingerprint, job_id in fingerprints:
+            pipe.hsetnx(seen, fingerprint, job_id)
+        pipe.expire(seen, self.ttl_s)
+        fresh = pipe.execute()[:-1]
+        repeats = [fp for (fp, _), new in zip(fingerprints, fresh, strict=True) if not new]
+        first = dict(zip(repeats, self.client.hmget(seen, repeats), strict=True)) if repeats else {}
+        return [None if new else first[fp].decode()
+                for (fp, _), new in zip(fingerprints, fresh, strict=True)]
+
     def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
-        """Record accepted jobs (before they are published) and refused lines."""
+        """Record jobs (before they are published) and refused lines."""
         pipe = self.client.pipeline(transaction=False)
         if entries:
             pipe.rpush(self.keys.batch_jobs(batch_id), *(json.dumps(e) for e in entries))
             pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
-            pipe.hincrby(self.keys.batch(batch_id), "total", len(entries))
+            repeats = sum(1 for e in entries if e.get("same_as"))
+            pipe.hincrby(self.keys.batch(batch_id), "total", len(entries) - repeats)
+            pipe.hincrby(self.keys.batch(batch_id), "duplicates", repeats)
         if rejected:
             pipe.rpush(self.keys.batch_rejected(batch_id), *(json.dumps(r) for r in rejected))
             pipe.expire(self.keys.batch_rejected(batch_id), self.ttl_s)
@@ -58,7 +76,7 @@ class BatchStore:
         pipe.execute()
 
     def finish(self, batch_id: str) -> None:
-        """Mark the batch fully enqueued: every job it will ever have is published."""
+        """Mark the batch fully enqueued: every job it was given is published."""
         self.client.hset(self.keys.batch(batch_id), "enqueued", 1)
 
     def facts(self, batch_id: str) -> dict[str, str]:
@@ -68,7 +86,7 @@ class BatchStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def entries(self, batch_id: str) -> Iterator[list[dict[str, Any]]]:
-        """The batch's jobs, a chunk at a time, in the order they were enqueued."""
+        """The batch's jobs, a chunk at a time, in the order they were added."""
         start = 0
         while True:
             raw = self.client.lrange(self.keys.batch_jobs(batch_id), start, start + CHUNK - 1)
@@ -78,7 +96,8 @@ class BatchStore:
             start += len(raw)
 
     def rejected(self, batch_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in self.client.lrange(self.keys.batch_rejected(batch_id), 0, -1)]
+        key = self.keys.batch_rejected(batch_id)
+        return [json.loads(r) for r in self.client.lrange(key, 0, -1)]
 
     def metas(self, job_ids: Iterable[str]) -> list[bytes | None]:
         """What the result backend holds for each job, in one round trip."""

@@ -15,7 +15,7 @@ import redis
 
 from producer.authflow import auth_command
 from producer.batches import BatchNotFound
-from producer.client import Client, Counts, SubmitReport
+from producer.client import Batch, Client, Counts, SubmitReport
 from producer.jsonl import read_jobs
 from producer.progress import ProgressView
 from worker.jobs import JobError
@@ -97,8 +97,8 @@ def _progress(total: int, enabled: bool) -> Iterator[ProgressView | None]:
             view.close()
 
 
-def _wait(client: Client, report_or_batch: Any, total: int) -> Counts:
-    batch = getattr(report_or_batch, "batch", report_or_batch)
+def _follow(batch: Batch, total: int) -> Counts:
+    """Wait for a batch to finish, showing its progress on stderr; returns the final counts."""
     with _progress(total, True) as view:
         return batch.wait(on_progress=view.update if view else None)
 
@@ -134,7 +134,7 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
                f"{len(report.rejected)} lines refused", err=True)
     code = EXIT_USAGE if report.rejected else EXIT_OK
     if wait_:
-        counts = _wait(client, report, report.accepted)
+        counts = _follow(report.batch, report.accepted)
         _print_counts(counts, sys.stderr)
         if counts.failed and code == EXIT_OK:
             code = EXIT_FAILED
@@ -168,6 +168,38 @@ def status(batch_id: str, as_json: bool) -> None:
     click.echo(f"refused    {facts.get('rejected', 0)}")
     if facts.get("enqueued") != "1":
         click.echo("(still being enqueued)")
+
+
+@main.command()
+@click.argument("batch_id")
+@_friendly
+def watch(batch_id: str) -> None:
+    """Live progress of a batch until it ends: a bar on a terminal, plain lines when piped.
+
+    Exit code 1 when any job failed.
+    """
+    batch = Client.from_env().batch(batch_id)
+    counts = _follow(batch, batch.status().total)
+    _print_counts(counts, sys.stdout)
+    sys.exit(EXIT_FAILED if counts.failed else EXIT_OK)
+
+
+@main.command("retry-failed")
+@click.argument("batch_id")
+@click.option("--name", default=None, help="A name for the new batch.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
+@_friendly
+def retry_failed(batch_id: str, name: str | None, wait_: bool) -> None:
+    """Enqueue a batch's failed jobs again as a new batch; print the new batch's id."""
+    client = Client.from_env()
+    report = client.retry_failed(batch_id, name=name)
+    click.echo(report.batch.id)
+    click.echo(f"batch {report.batch.id}: {report.accepted} failed jobs of {batch_id} "
+               "enqueued again", err=True)
+    if wait_:
+        counts = _follow(report.batch, report.accepted)
+        _print_counts(counts, sys.stderr)
+        sys.exit(EXIT_FAILED if counts.failed else EXIT_OK)
 
 
 @main.command()
@@ -283,19 +315,15 @@ def request(method: str, path: str, api: str, params: tuple[str, ...], headers: 
 def flower(port: int, address: str) -> None:
     """Start Flower, Celery's monitor, for this app.
 
-    Set REQWORKER_FLOWER_BASIC_AUTH=user:password to require a login.
+    Set REQWORKER_FLOWER_BASIC_AUTH=user:password to require a login (needed for its
+    REST API, and to listen beyond loopback). Prometheus metrics are at /metrics.
     """
-    env = dict(os.environ)
-    auth = env.get("REQWORKER_FLOWER_BASIC_AUTH")
-    if auth:
-        env["FLOWER_BASIC_AUTH"] = auth
-    elif address not in ("127.0.0.1", "localhost", "::1"):
-        click.echo("reqworker: Flower without REQWORKER_FLOWER_BASIC_AUTH listens on "
-                   "127.0.0.1 only", err=True)
-        address = "127.0.0.1"
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-            f"--port={port}", f"--address={address}"]
-    os.execve(sys.executable, argv, env)
+    from producer.flower import exec_flower, plan_flower
+
+    plan = plan_flower(port, address)
+    for notice in plan.notices:
+        click.echo(f"reqworker: {notice}", err=True)
+    exec_flower(plan)
 
 
 @main.command()

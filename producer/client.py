@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -14,8 +15,9 @@ from celery import Celery
 
 from producer.batches import BatchStore
 from producer.celeryapp import make_app
-from producer.records import decode_meta, record_of, state_of
-from worker.jobs import TASK_NAME, Job, JobError, parse_job
+from producer.publish import Outgoing, make_publisher
+from producer.records import decode_meta, record_of
+from worker.jobs import Job, JobError, parse_job
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
 from worker.settings import Settings
@@ -46,6 +48,8 @@ class Counts:
     retrying: int = 0
     succeeded: int = 0
     failed: int = 0
+    #: Jobs that repeated an earlier GET of the batch, answered by its result.
+    duplicates: int = 0
 
     @property
     def total(self) -> int:
@@ -61,7 +65,18 @@ class Counts:
 
     def as_dict(self) -> dict[str, int]:
         return {"pending": self.pending, "retrying": self.retrying,
-                "succeeded": self.succeeded, "failed": self.failed, "total": self.total}
+                "succeeded": self.succeeded, "failed": self.failed, "total": self.total,
+                "duplicates": self.duplicates}
+
+    @classmethod
+    def from_facts(cls, facts: Mapping[str, str]) -> Counts:
+        """Counts from the counters workers keep in the batch's record."""
+        def num(name: str) -> int:
+            return max(int(facts.get(name) or 0), 0)
+
+        succeeded, failed, retrying = num("succeeded"), num("failed"), num("retrying")
+        pending = max(num("total") - succeeded - failed - retrying, 0)
+        return cls(pending, retrying, succeeded, failed, num("duplicates"))
 
 
 class Batch:
@@ -80,16 +95,16 @@ class Batch:
                 for r in self._store.rejected(self.id)]
 
     def status(self) -> Counts:
-        counts = {"pending": 0, "retrying": 0, "succeeded": 0, "failed": 0}
-        for entries in self._store.entries(self.id):
-            for raw in self._store.metas(e["id"] for e in entries):
-                counts[state_of(decode_meta(raw))] += 1
-        return Counts(**counts)
+        """Counts by state, from the counters workers keep (one read, whatever the size)."""
+        return Counts.from_facts(self.facts)
 
     def results(self, *, failed_only: bool = False) -> Iterator[dict[str, Any]]:
-        """Each finished job's record, in enqueue order, a chunk at a time."""
+        """Each finished job's record, in enqueue order, a chunk at a time.
+
+        A duplicate GET yields the result of the job that ran it, under its own key.
+        """
         for entries in self._store.entries(self.id):
-            metas = self._store.metas(e["id"] for e in entries)
+            metas = self._store.metas(e.get("same_as") or e["id"] for e in entries)
             for entry, raw in zip(entries, metas, strict=True):
                 record = record_of(entry, self.id, decode_meta(raw))
                 if record is not None and not (failed_only and record.get("ok")):
@@ -105,10 +120,11 @@ class Batch:
         """Block until no job is pending or retrying; returns the final counts."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            counts = self.status()
+            facts = self.facts
+            counts = Counts.from_facts(facts)
             if on_progress is not None:
                 on_progress(counts)
-            if counts.finished and self.facts.get("enqueued") == "1":
+            if counts.finished and facts.get("enqueued") == "1":
                 return counts
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"batch {self.id} still has {counts.total - counts.done} jobs "
@@ -137,6 +153,7 @@ class Client:
         self.settings = settings
         self.profiles = profiles
         self.app = app or make_app(settings)
+        self.publisher = make_publisher(self.app, settings.broker_url)
         backend = self.app.backend
         self.store = BatchStore(
             redis.Redis.from_url(settings.result_backend),
@@ -212,29 +229,56 @@ class Client:
         self.store.create(batch_id, name)
         return batch_id
 
+    def retry_failed(self, batch_id: str, *, name: str | None = None) -> SubmitReport:
+        """Enqueue a batch's failed jobs again, as a new batch."""
+        old = self.batch(batch_id)
+        failed = {r["job_id"] for r in old.results(failed_only=True)}
+
+        def jobs() -> Iterator[tuple[int, Any]]:
+            for entries in self.store.entries(batch_id):
+                for entry in entries:
+                    # a repeated GET goes again too: the new batch answers it once more
+                    if (entry.get("same_as") or entry["id"]) in failed:
+                        yield entry.get("line") or 0, entry["job"]
+
+        title = name or f"retry of {old.facts.get('name') or batch_id}"
+        return self.submit_numbered(jobs(), name=title)
+
+    def _new_batch(self, name: str | None) -> str:
+        batch_id = uuid.uuid4().hex
+        self.store.create(batch_id, name)
+        return batch_id
+
     def _publish(
         self,
         batch_id: str,
         jobs: list[tuple[int | None, Job]],
         refused: list[Rejected] | None = None,
     ) -> list[str]:
+        """Record then publish one chunk; a GET repeated in the batch is recorded, not run."""
         ids = [str(uuid.uuid4()) for _ in jobs]
-        entries = [
-            {"id": job_id, "key": job.key, "line": line, "api": job.api, "method": job.method,
-             "url": job.url}
-            for job_id, (line, job) in zip(ids, jobs, strict=True)
-        ]
+        gets = [(i, fingerprint(job)) for i, (_, job) in enumerate(jobs) if job.method == "GET"]
+        first = self.store.claim(batch_id, [(fp, ids[i]) for i, fp in gets])
+        same_as: dict[int, str] = {i: orig for (i, _), orig in zip(gets, first, strict=True) if orig}
+        entries = []
+        outgoing = []
+        for i, (job_id, (line, job)) in enumerate(zip(ids, jobs, strict=True)):
+            message = job.to_message()
+            entry: dict[str, Any] = {"id": job_id, "line": line, "job": message}
+            if i in same_as:
+                entry["same_as"] = same_as[i]
+            else:
+                kwargsrepr = json.dumps({"job": job.summary(), "batch_id": batch_id})
+                outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id}, kwargsrepr))
+            entries.append(entry)
         rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
         self.store.add(batch_id, entries, rejected)
-        if not jobs:
-            return ids
-        with self.app.producer_or_acquire() as publisher:
-            for job_id, (_, job) in zip(ids, jobs, strict=True):
-                self.app.send_task(
-                    TASK_NAME,
-                    kwargs={"job": job.to_message(), "batch_id": batch_id},
-                    task_id=job_id,
-                    producer=publisher,
-                    kwargsrepr=json.dumps({"job": job.summary(), "batch_id": batch_id}),
-                )
+        self.publisher.publish(outgoing)
         return ids
+
+
+def fingerprint(job: Job) -> str:
+    """What makes two GETs the same request: profile, URL, params, headers, cache settings."""
+    same = {"api": job.api, "url": job.url, "params": job.params, "headers": job.headers,
+            "cache": job.cache, "refresh": job.refresh, "paginate": job.paginate, "page": job.page}
+    return hashlib.blake2b(json.dumps(same, sort_keys=True).encode(), digest_size=16).hexdigest()

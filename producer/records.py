@@ -32,19 +32,26 @@ def decode_meta(raw: bytes | str | None) -> dict[str, Any] | None:
 def record_of(entry: dict[str, Any], batch_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
     """The result record of a finished job, or None while it is not finished.
 
-    ``entry`` is the job's line in the batch (id, key, api, method, url); it fills in
-    a record for failures the task itself did not describe (a worker lost, a revoke).
+    ``entry`` is the job's entry in the batch (id, line, job, and ``same_as`` for a
+    duplicate answered by another job); it fills in a record for failures the task
+    itself did not describe (a worker lost, a revoke).
     """
     state = state_of(meta)
     if state not in ("succeeded", "failed") or meta is None:
         return None
+    job = entry.get("job") or {}
     result = meta.get("result")
+    record: dict[str, Any] | None = None
     if state == "succeeded" and isinstance(result, dict):
-        return result
-    if isinstance(result, dict) and result.get("exc_type") == "JobFailed":
+        record = result
+    elif isinstance(result, dict) and result.get("exc_type") == "JobFailed":
         args = result.get("exc_message") or []
         if args and isinstance(args[0], dict):
-            return args[0]
+            record = args[0]
+    if record is not None:
+        if entry.get("same_as"):
+            record = {**record, "key": job.get("key")}
+        return record
     if isinstance(result, dict):
         kind = str(result.get("exc_type") or "Error")
         message = result.get("exc_message")
@@ -53,12 +60,12 @@ def record_of(entry: dict[str, Any], batch_id: str, meta: dict[str, Any] | None)
     else:
         kind, message = "Error", str(result)
     return {
-        "key": entry.get("key"),
-        "job_id": entry.get("id"),
+        "key": job.get("key"),
+        "job_id": entry.get("same_as") or entry.get("id"),
         "batch_id": batch_id,
-        "api": entry.get("api"),
-        "method": entry.get("method"),
-        "url": entry.get("url"),
+        "api": job.get("api"),
+        "method": job.get("method"),
+        "url": job.get("url"),
         "ok": False,
         "status_code": None,
         "body": None,

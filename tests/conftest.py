@@ -12,8 +12,16 @@ import pytest
 
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
+from tests.support import WorkerProcess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_worker_left_behind() -> Iterator[None]:
+    yield
+    for worker in WorkerProcess.started:
+        worker.kill()
 
 
 @pytest.fixture(scope="session")

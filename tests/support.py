@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -35,6 +35,9 @@ def eventually(check: Callable[[], Any], *, within_s: float = 60.0, every_s: flo
 class WorkerProcess:
     """A real ``reqworker worker`` subprocess with its log in a file."""
 
+    #: Every worker started, so the session can stop any a failing test left behind.
+    started: ClassVar[list[WorkerProcess]] = []
+
     def __init__(self, env: Mapping[str, str], log_path: Path, *, concurrency: int = 4,
                  pool: str = "threads", hostname: str | None = None) -> None:
         self.log_path = log_path
@@ -45,6 +48,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
+        WorkerProcess.started.append(self)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -55,7 +59,11 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
             return " ready." in self.log()
 
-        eventually(ready, within_s=60, every_s=0.1, what="worker start")
+        try:
+            eventually(ready, within_s=60, every_s=0.1, what="worker start")
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def kill(self) -> None:
@@ -63,6 +71,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self._log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

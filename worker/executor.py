@@ -14,6 +14,7 @@ from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.jobs import Job, JobError, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
+from worker.paginate import next_page
 from worker.profiles import Profile
 
 log = logging.getLogger("reqworker.executor")
@@ -54,6 +55,8 @@ class JobContext:
 @dataclass(frozen=True)
 class Done:
     record: dict[str, Any]
+    #: The next page of a paginated collection, to run as a job of the same batch.
+    next_job: Job | None = None
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,10 @@ class Executor:
         if job.uses_cache and not job.refresh and self.gate.budgets(profile):
             # A cache hit costs the API nothing, so it must not spend the shared budget.
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
-            if cached.from_cache:
+            if cached.from_cache and cached.response is not None:
                 progress = replace(progress, attempts=progress.attempts + 1)
-                return Done(_record(ctx, job, progress, cached))
+                record = _record(ctx, job, progress, cached)
+                return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
         ticket = self.gate.enter(profile)
         if isinstance(ticket, Wait):
             if ticket.fail:
@@ -128,7 +132,8 @@ class Executor:
             self.gate.after(profile, response.headers,
                             retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
-            return Done(_record(ctx, job, progress, attempt))
+            record = _record(ctx, job, progress, attempt)
+            return Done(record, next_page(job, response, record["body"], profile.base_url))
         described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
         if verdict is Verdict.REAUTH:
             if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
@@ -219,6 +224,8 @@ def _record(
         "attempts": progress.attempts,
         "elapsed_ms": attempt.elapsed_ms if attempt else 0,
     }
+    if view.get("paginate"):
+        record["page"] = view.get("page", 1)
     if error is not None:
         kind, status, message = error
         record["error"] = {"type": kind, "status_code": status, "message": message}

@@ -17,8 +17,9 @@ METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 FIELDS = frozenset(
     {"api", "method", "path", "url", "params", "json", "data", "headers", "cache", "refresh",
-     "key", "retry_unsafe"}
+     "key", "retry_unsafe", "paginate", "page"}
 )
+_JSON_PATH = re.compile(r"^\$(\.[A-Za-z0-9_-]+|\[\d+\])+$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -47,6 +48,10 @@ class Job:
     refresh: bool = False
     key: str | int | None = None
     retry_unsafe: bool = False
+    #: How to find the next page: {"next": "$.field" | "link", "max_pages": n}.
+    paginate: dict[str, Any] | None = None
+    #: Which page of a paginated collection this job fetches (1 for the first).
+    page: int = 1
 
     def to_message(self) -> dict[str, Any]:
         """The JSON-safe form carried in the task message (and accepted by ``parse_job``)."""
@@ -97,7 +102,36 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
         refresh=refresh,
         key=_key(raw.get("key")),
         retry_unsafe=_flag(raw, "retry_unsafe", False),
+        paginate=_paginate(raw.get("paginate"), method),
+        page=_page(raw.get("page", 1)),
     )
+
+
+def _paginate(value: Any, method: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if method != "GET":
+        raise JobError("paginate", "only GET jobs follow pages")
+    if not isinstance(value, Mapping):
+        raise JobError("paginate", 'must be an object like {"next": "$.next"} or {"next": "link"}')
+    unknown = sorted(set(value) - {"next", "max_pages"})
+    if unknown:
+        raise JobError(f"paginate.{unknown[0]}", "unknown field; known: max_pages, next")
+    where = value.get("next")
+    if not isinstance(where, str) or not (where == "link" or _JSON_PATH.match(where)):
+        raise JobError("paginate.next", f"{where!r} is neither \"link\" (the Link header) nor a "
+                       "JSON path like \"$.next\" or \"$.paging.next\"")
+    max_pages = value.get("max_pages")
+    if max_pages is not None and (isinstance(max_pages, bool) or not isinstance(max_pages, int)
+                                  or max_pages < 1):
+        raise JobError("paginate.max_pages", f"must be a whole number 1 or more, not {max_pages!r}")
+    return {"next": where, "max_pages": max_pages}
+
+
+def _page(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise JobError("page", f"must be a whole number 1 or more, not {value!r}")
+    return value
 
 
 def _flag(raw: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -20,12 +20,24 @@ class Keys:
         return f"{self.prefix}:batch:{batch_id}"
 
     def batch_jobs(self, batch_id: str) -> str:
-        """List: one JSON entry per accepted job (id, key, line, api, method, url)."""
+        """List: one JSON entry per accepted job (id, line, the job; ``same_as`` for a duplicate)."""
         return f"{self.prefix}:batch:{batch_id}:jobs"
 
     def batch_rejected(self, batch_id: str) -> str:
         """List: one JSON entry per refused input line (line, field, message)."""
         return f"{self.prefix}:batch:{batch_id}:rejected"
+
+    def batch_done(self, batch_id: str) -> str:
+        """Set: ids of the batch's jobs that finished, so a job is counted once."""
+        return f"{self.prefix}:batch:{batch_id}:done"
+
+    def batch_retrying(self, batch_id: str) -> str:
+        """Set: ids of the batch's jobs waiting for a retry."""
+        return f"{self.prefix}:batch:{batch_id}:retrying"
+
+    def batch_seen(self, batch_id: str) -> str:
+        """Hash: fingerprint of each GET in the batch to the id of the job that runs it."""
+        return f"{self.prefix}:batch:{batch_id}:seen"
 
     def batches(self) -> str:
         """Sorted set of batch ids by creation time."""

@@ -10,6 +10,7 @@ import redis
 
 from worker.admission import Gate
 from worker.auth import Authoriser, make_authoriser
+from worker.batchcount import BatchCounters
 from worker.executor import Executor
 from worker.http import Sessions
 from worker.keys import Keys
@@ -24,6 +25,7 @@ class Runtime:
     profiles: dict[str, Profile]
     cache_redis: redis.Redis
     executor: Executor
+    counters: BatchCounters
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
@@ -36,7 +38,10 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     }
     gate = Gate(RateLimiter(cache_redis, keys))
     executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate)
-    return Runtime(settings, profiles, cache_redis, executor)
+    # Batches live beside the results, which any machine that follows them can read.
+    results_redis = redis.Redis.from_url(settings.result_backend, health_check_interval=30)
+    counters = BatchCounters(results_redis, keys, settings.result_expires_s)
+    return Runtime(settings, profiles, cache_redis, executor, counters)
 
 
 _lock = threading.Lock()

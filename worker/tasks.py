@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from typing import Any
 
 from celery import Task
@@ -12,13 +14,42 @@ from celery.states import READY_STATES
 from worker.app import app
 from worker.errors import JobFailed, RetryLater
 from worker.executor import Done, JobContext, Progress, Retry
-from worker.jobs import TASK_NAME
+from worker.jobs import TASK_NAME, Job
 from worker.runtime import runtime
 
 log = logging.getLogger("reqworker.task")
 
 
-@app.task(bind=True, name=TASK_NAME, max_retries=None, acks_late=True, throws=(JobFailed,))
+class RequestTask(Task):
+    """Keeps the batch counters as jobs finish or wait, after Celery stored their state."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("batch_id"):
+            runtime().counters.finished(kwargs["batch_id"], task_id, ok=True)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        if kwargs.get("batch_id"):
+            runtime().counters.finished(kwargs["batch_id"], task_id, ok=False)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
+                 einfo: Any) -> None:
+        if kwargs.get("batch_id"):
+            runtime().counters.retrying(kwargs["batch_id"], task_id)
+
+
+def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
+    """Run the next page as a job of the same batch, counted before this one finishes."""
+    job_id = str(uuid.uuid4())
+    message = job.to_message()
+    if batch_id:
+        runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": message})
+    task.app.send_task(TASK_NAME, kwargs={"job": message, "batch_id": batch_id}, task_id=job_id,
+                       kwargsrepr=json.dumps({"job": job.summary(), "batch_id": batch_id}))
+
+
+@app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
+          throws=(JobFailed,))
 def request(
     self: Task,
     job: dict[str, Any],
@@ -35,6 +66,8 @@ def request(
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
     if isinstance(outcome, Done):
+        if outcome.next_job is not None:
+            _publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
     if isinstance(outcome, Retry):
         if outcome.backoff:
