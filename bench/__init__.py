@@ -1,0 +1,1 @@
+"""Benchmarks of reqworker (see bench/README.md)."""
