@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -55,7 +55,7 @@ class Job:
 
     def to_message(self) -> dict[str, Any]:
         """The JSON-safe form carried in the task message (and accepted by ``parse_job``)."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _JOB_FIELDS}
 
     @property
     def uses_cache(self) -> bool:
@@ -65,6 +65,9 @@ class Job:
         """A one-line description that holds no secret: for logs and Flower."""
         label = f" key={self.key}" if self.key is not None else ""
         return f"{self.api} {self.method} {self.url}{label}"
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
