@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from requests_cache import CachedSession
@@ -34,6 +36,18 @@ class RedactingRedisCache(RedisCache):
         super().__init__(*args, **kwargs)
         self._credential_headers = credential_headers
 
+    def get_response(self, key: str, default: Any = None) -> Any:
+        """The stored response under ``key``: one read, no look-up of redirect aliases.
+
+        A redirected answer is stored under the key of the request that was made; jobs
+        ask for the same request again, so the alias table would only cost a round trip.
+        """
+        try:
+            response = self.responses.get(key)
+        except (AttributeError, KeyError):
+            return default
+        return default if response is None else response
+
     def save_response(self, response: Any, cache_key: str | None = None, expires: Any = None) -> None:
         for step in response.history:
             for name in self._credential_headers:
@@ -51,6 +65,20 @@ def cache_backend(profile: Profile, connection: redis.Redis, keys: Keys) -> Reda
     )
 
 
+def cache_key(request: Any, **_: Any) -> str:
+    """What makes two GETs the same: method, URL with its query in a stable order, body.
+
+    Credential headers never take part: two jobs of a profile share the answer.
+    """
+    parts = urlsplit(request.url or "")
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    identity = f"{request.method} {urlunsplit(parts._replace(query=query, fragment=''))}"
+    return hashlib.blake2b(identity.encode() + b"\0" + body, digest_size=16).hexdigest()
+
+
 def session_kwargs(profile: Profile, backend: RedactingRedisCache) -> dict[str, Any]:
     """Settings of a profile's ``CachedSession``: GET only, the profile's expiry."""
     return {
@@ -60,8 +88,9 @@ def session_kwargs(profile: Profile, backend: RedactingRedisCache) -> dict[str, 
         "allowable_codes": (200, 203, 300, 301, 308),
         "ignored_parameters": profile.credential_headers,
         "match_headers": False,
+        "key_fn": cache_key,
         "stale_if_error": False,
     }
 
 
-__all__ = ["JSON_SERIALIZER", "CachedSession", "cache_backend", "session_kwargs"]
+__all__ = ["JSON_SERIALIZER", "CachedSession", "cache_backend", "cache_key", "session_kwargs"]

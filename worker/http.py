@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -34,16 +35,27 @@ class _KeepsCredentialsHome:
                 prepared_request.headers.pop(name, None)
 
 
+def _settle_environment(session: requests.Session, profile: Profile) -> None:
+    """Read proxy and CA settings from the environment once, not on every request."""
+    session.proxies.update(requests.utils.get_environ_proxies(profile.base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+
+
 class PlainSession(_KeepsCredentialsHome, requests.Session):
     def __init__(self, profile: Profile) -> None:
         super().__init__()
         self.profile = profile
+        _settle_environment(self, profile)
 
 
 class ProfileCachedSession(_KeepsCredentialsHome, CachedSession):
     def __init__(self, profile: Profile, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.profile = profile
+        _settle_environment(self, profile)
 
 
 class Sessions:
