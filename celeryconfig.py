@@ -22,7 +22,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_default_queue": "reqworker",
+        "task_default_queue": settings.queue,
         "result_expires": settings.result_expires_s,
         "timezone": "UTC",
         "enable_utc": True,

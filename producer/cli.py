@@ -78,7 +78,7 @@ def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str) -> 
     except StartupError as exc:
         click.echo(f"reqworker: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "reqworker",
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", settings.queue,
             "--concurrency", str(concurrency), "--pool", pool, "--loglevel", loglevel, "-E"]
     if hostname:
         argv += ["--hostname", hostname]

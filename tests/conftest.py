@@ -6,6 +6,8 @@ Nothing here touches the machine's own Redis or RabbitMQ.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +36,43 @@ def redis_server() -> Iterator[LocalRedis]:
 def loopback_api() -> Iterator[LoopbackAPI]:
     with LoopbackAPI() as api:
         yield api
+
+
+AMQP_URL = os.environ.get("REQWORKER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def _reachable(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Environment for the broker under test: the private Redis, or RabbitMQ where reachable.
+
+    On RabbitMQ each module gets a queue of its own, deleted afterwards. In CI an
+    unreachable RabbitMQ fails the tests instead of skipping them.
+    """
+    if request.param == "redis":
+        yield {}
+        return
+    if not _reachable(AMQP_URL):
+        message = f"RabbitMQ is not reachable at {AMQP_URL}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI runs the broker tests on both brokers)")
+        pytest.skip(message)
+    queue = f"reqworker-test-{uuid.uuid4().hex[:8]}"
+    yield {"REQWORKER_BROKER_URL": AMQP_URL, "REQWORKER_QUEUE": queue}
+    from kombu import Connection
+
+    with Connection(AMQP_URL) as conn:
+        conn.default_channel.queue_delete(queue)
 
 
 def base_env(redis_url: str, apis_path: str, **extra: str) -> dict[str, str]:

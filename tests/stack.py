@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ def countdowns(log: str, job_id: str) -> list[float]:
 def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, **env_extra: str) -> Iterator[Stack]:
     apis = tmp / "apis.toml"
     apis.write_text(PROFILES.format(url=api.url))
+    # A key prefix of its own: pauses and budgets of one stack never reach another.
+    env_extra.setdefault("REQWORKER_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
     env = base_env(redis_url, str(apis), TEST_API_TOKEN=TOKEN, **env_extra)
     settings = Settings.from_env(env)
     client = Client(settings, load_profiles(apis, env, with_secrets=False))

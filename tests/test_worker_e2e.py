@@ -1,4 +1,4 @@
-"""A real worker process against a loopback API and a private redis-server.
+"""A real worker process against a loopback API and a private redis-server (and RabbitMQ).
 
 Countdowns are asserted as the values the task asked Celery for, never as time.
 """
@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
+def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI, broker: dict[str, str],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with make_stack(redis_server.url, loopback_api, tmp_path_factory.mktemp("e2e")) as s:
+    """The core end-to-end tests run once on each broker (Redis; RabbitMQ where reachable)."""
+    with make_stack(redis_server.url, loopback_api, tmp_path_factory.mktemp("e2e"), **broker) as s:
         yield s
 
 

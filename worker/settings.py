@@ -49,6 +49,8 @@ class Settings:
     result_expires_s: int
     #: Prefix of every Redis key reqworker writes itself (batches, cache, tokens).
     key_prefix: str
+    #: The broker queue request jobs travel on.
+    queue: str = "reqworker"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +67,7 @@ class Settings:
             ),
             result_expires_s=_int_env(env, "REQWORKER_RESULT_EXPIRES", DEFAULT_RESULT_EXPIRES_S),
             key_prefix=env.get("REQWORKER_KEY_PREFIX") or "reqworker",
+            queue=env.get("REQWORKER_QUEUE") or "reqworker",
         )
 
     @property
