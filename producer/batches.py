@@ -37,8 +37,10 @@ class BatchStore:
     def create(self, batch_id: str, name: str | None) -> None:
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
-        facts = {"id": batch_id, "name": name or "", "created": now, "total": 0, "rejected": 0,
-                 "duplicates": 0, "succeeded": 0, "failed": 0, "retrying": 0, "enqueued": 0}
+        facts: dict[str | bytes, str | int | float] = {
+            "id": batch_id, "name": name or "", "created": now, "total": 0, "rejected": 0,
+            "duplicates": 0, "succeeded": 0, "failed": 0, "retrying": 0, "enqueued": 0,
+        }
         pipe.hset(self.keys.batch(batch_id), mapping=facts)
         pipe.expire(self.keys.batch(batch_id), self.ttl_s)
         pipe.zadd(self.keys.batches(), {batch_id: now})
@@ -57,7 +59,7 @@ class BatchStore:
         fresh = pipe.execute()[:-1]
         repeats = [fp for (fp, _), new in zip(fingerprints, fresh, strict=True) if not new]
         first = dict(zip(repeats, self.client.hmget(seen, repeats), strict=True)) if repeats else {}
-        return [None if new else first[fp].decode()
+        return [None if new else (first[fp] or b"").decode()
                 for (fp, _), new in zip(fingerprints, fresh, strict=True)]
 
     def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:

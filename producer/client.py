@@ -224,11 +224,6 @@ class Client:
         self.store.finish(report.batch.id)
         return report
 
-    def _new_batch(self, name: str | None) -> str:
-        batch_id = uuid.uuid4().hex
-        self.store.create(batch_id, name)
-        return batch_id
-
     def retry_failed(self, batch_id: str, *, name: str | None = None) -> SubmitReport:
         """Enqueue a batch's failed jobs again, as a new batch."""
         old = self.batch(batch_id)

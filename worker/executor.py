@@ -115,8 +115,7 @@ class Executor:
         ticket = self.gate.enter(profile)
         if isinstance(ticket, Wait):
             if ticket.fail:
-                error = ("RateLimitError", None, ticket.reason)
-                return Failed(_record(ctx, job, progress, error=error))
+                return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
             return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
         try:
             attempt = send(session, job, profile, creds.headers)
@@ -142,11 +141,11 @@ class Executor:
                              backoff=False)
             error = _unauthorised(job, response, renewed=progress.reauths > 0)
             return Failed(_record(ctx, job, progress, attempt, error=error))
-        message = api_message(response_body(response), response.reason or "")
         if verdict is Verdict.RETRY:
             return self._retry(job, profile, progress, ctx, attempt, described, retry_after_s)
-        error = ("APIError", response.status_code, message)
-        return Failed(_record(ctx, job, progress, attempt, error=error))
+        explanation = api_message(response_body(response), response.reason or "")
+        return Failed(_record(ctx, job, progress, attempt,
+                              error=("APIError", response.status_code, explanation)))
 
     def _after_exception(
         self, job: Job, profile: Profile, progress: Progress, ctx: JobContext, attempt: Attempt

@@ -187,7 +187,7 @@ class _Reader:
             cache_expire_s = parse_duration_s(table.get("cache_expire", "28d"))
         except ValueError as exc:
             raise self.fail(f"{where}.cache_expire", str(exc)) from None
-        burst = self.whole(table, "rate_burst", where, 1, minimum=1)
+        burst = self.whole(table, "rate_burst", where, 1, minimum=1) or 1
         concurrency = self.whole(table, "concurrency", where, None, minimum=1)
         adaptive = table.get("adaptive_rate", False)
         if not isinstance(adaptive, bool):

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -132,7 +132,7 @@ class TokenStore:
             with self.redis.pipeline() as pipe:
                 try:
                     pipe.watch(self.key)
-                    raw = pipe.get(self.key)
+                    raw = cast("bytes | None", pipe.get(self.key))  # immediate while watching
                     old = Token.from_json(raw) if raw is not None else None
                     newest = old.version if old else 0
                     now = self.clock()
@@ -151,7 +151,7 @@ class TokenStore:
         with self.redis.pipeline() as pipe:
             try:
                 pipe.watch(self.key)
-                raw = pipe.get(self.key)
+                raw = cast("bytes | None", pipe.get(self.key))  # immediate while watching
                 token = Token.from_json(raw) if raw is not None else None
                 if token is None or token.version != version or token.invalid:
                     return False
