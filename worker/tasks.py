@@ -38,6 +38,15 @@ class RequestTask(Task):
             runtime().counters.retrying(kwargs["batch_id"], task_id)
 
 
+def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
+    """What Flower shows of a job's arguments: its summary, never its headers or body."""
+    try:
+        summary = Job(**message).summary()
+    except TypeError:
+        summary = f"{message.get('api')} {message.get('method')} {message.get('url')}"
+    return json.dumps({"job": summary, "batch_id": batch_id})
+
+
 def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     """Run the next page as a job of the same batch, counted before this one finishes."""
     job_id = str(uuid.uuid4())
@@ -45,7 +54,7 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     if batch_id:
         runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": message})
     task.app.send_task(TASK_NAME, kwargs={"job": message, "batch_id": batch_id}, task_id=job_id,
-                       kwargsrepr=json.dumps({"job": job.summary(), "batch_id": batch_id}))
+                       kwargsrepr=_flower_view(message, batch_id))
 
 
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
@@ -78,5 +87,7 @@ def request(
             countdown=outcome.countdown_s,
             kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
             exc=RetryLater(outcome.reason),
+            # Celery would show the whole job again; Flower gets the summary, as at enqueue.
+            kwargsrepr=_flower_view(job, batch_id),
         )
     raise JobFailed(outcome.record)

@@ -1,0 +1,109 @@
+"""``reqworker flower``: Flower for this app, behind a login or on loopback only.
+
+Flower reads ``FLOWER_*`` variables itself; reqworker's own switch is
+``REQWORKER_FLOWER_BASIC_AUTH=user:password`` (several pairs separated by commas, as
+Flower takes them). It is handed to Flower in the environment, never on the command
+line, where any user of the machine could read it. Without a login Flower listens on
+loopback only, whatever address was asked for, and says so.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from worker.settings import SettingsError
+
+AUTH_ENV = "REQWORKER_FLOWER_BASIC_AUTH"
+#: What Flower itself reads: set from AUTH_ENV, or honoured when a user set it directly.
+FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"
+#: Flower's OAuth login (a regular expression of e-mail addresses) also counts as a login.
+FLOWER_OAUTH_ENV = "FLOWER_AUTH"
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 5555
+
+
+class FlowerConfigError(SettingsError):
+    """The Flower login setting cannot be used; the message never repeats a password."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether listening on ``address`` keeps Flower to this machine ('' means every address)."""
+    host = address.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_basic_auth(value: str, *, name: str = AUTH_ENV) -> list[str]:
+    """The ``user:password`` entries of a basic-auth setting, checked and trimmed."""
+    entries = [entry.strip() for entry in value.split(",")]
+    for number, entry in enumerate(entries, start=1):
+        user, colon, password = entry.partition(":")
+        if not colon or not user.strip() or not password:
+            where = f"entry {number}" if len(entries) > 1 else "its value"
+            raise FlowerConfigError(
+                f"{name}: {where} is not user:password (separate several logins with commas)"
+            )
+    return entries
+
+
+@dataclass(frozen=True)
+class FlowerPlan:
+    """How Flower is to be started: its command line, its environment, what to tell the user."""
+
+    argv: list[str]
+    env: dict[str, str]
+    address: str
+    port: int
+    login: bool
+    notices: list[str] = field(default_factory=list)
+
+
+def plan_flower(
+    port: int = DEFAULT_PORT,
+    address: str = LOOPBACK,
+    env: Mapping[str, str] | None = None,
+    *,
+    python: str | None = None,
+) -> FlowerPlan:
+    """Build Flower's command line and environment; raises ``FlowerConfigError``."""
+    out = dict(os.environ if env is None else env)
+    notices: list[str] = []
+    raw = out.get(AUTH_ENV, "").strip()
+    source = AUTH_ENV
+    if not raw:
+        raw, source = out.get(FLOWER_AUTH_ENV, "").strip(), FLOWER_AUTH_ENV
+    if raw:
+        out[FLOWER_AUTH_ENV] = ",".join(parse_basic_auth(raw, name=source))
+    else:
+        out.pop(FLOWER_AUTH_ENV, None)  # set but empty: Flower would fail on it
+    login = bool(raw) or bool(out.get(FLOWER_OAUTH_ENV, "").strip())
+    if not login:
+        if is_loopback(address):
+            notices.append(f"Flower has no login ({AUTH_ENV} is not set): it listens on "
+                           f"{address} only")
+        else:
+            asked = address or "every address"
+            notices.append(f"Flower has no login ({AUTH_ENV} is not set), so it listens on "
+                           f"{LOOPBACK} only, not on {asked}; set {AUTH_ENV}=user:password "
+                           "to listen there")
+            address = LOOPBACK
+    argv = [python or sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+            f"--port={port}", f"--address={address}"]
+    return FlowerPlan(argv=argv, env=out, address=address, port=port, login=login,
+                      notices=notices)
+
+
+def exec_flower(plan: FlowerPlan) -> NoReturn:
+    """Replace this process with Flower (so signals reach it directly)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(plan.argv[0], plan.argv, plan.env)

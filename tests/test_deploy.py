@@ -1,0 +1,776 @@
+"""deploy/: every file parsed, every command checked against the CLI, every variable against the code.
+
+There is no Docker engine or Kubernetes cluster here, so the compose file, the
+Dockerfile and the manifests are parsed and cross-checked: the commands they run must
+parse as ``reqworker`` commands, the environment variables they set must be ones the
+code (or Flower, or the profiles) reads, names they refer to must exist. What can run
+here does: the Redis settings start a real ``redis-server`` and survive a restart, the
+systemd units pass ``systemd-analyze verify``, and the healthchecks run against a real
+worker and a real Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import redis
+import yaml
+
+from producer.cli import main as cli_main
+from producer.flower import AUTH_ENV
+from producer.localredis import LocalRedis, find_redis_server, free_port
+from producer.loopback_api import LoopbackAPI
+from tests.conftest import REPO
+from tests.stack import Stack, make_stack
+from tests.test_flower_e2e import FlowerProcess
+from worker.profiles import load_profiles
+from worker.settings import Settings
+from worker.startup import check_visibility
+
+ROOT = Path(REPO)
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SYSTEMD = DEPLOY / "systemd"
+ENV_EXAMPLE = DEPLOY / "reqworker.env.example"
+FLOWER_PORT = 5555
+#: Beyond one attempt (a profile's ``timeout``), what a stopping worker is given to finish.
+GRACE_MARGIN_S = 30.0
+#: Variables of Python itself that the image may set.
+PYTHON_ENV = frozenset({"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
+
+
+# --- reading the files ----------------------------------------------------------------------
+
+
+@cache
+def code_env_vars() -> frozenset[str]:
+    """Every REQWORKER_* variable the code mentions (worker/, producer/, celeryconfig.py)."""
+    sources = [ROOT / "celeryconfig.py", *(ROOT / "worker").rglob("*.py"),
+               *(ROOT / "producer").rglob("*.py")]
+    found: set[str] = set()
+    for source in sources:
+        found.update(re.findall(r"\bREQWORKER_[A-Z][A-Z0-9_]*\b", source.read_text()))
+    return frozenset(found)
+
+
+def is_flower_option(name: str) -> bool:
+    """Whether Flower reads ``name`` (FLOWER_ and one of its options, as Flower checks it)."""
+    from flower.options import default_options
+
+    if name == "FLOWER_UNAUTHENTICATED_API":
+        return True
+    return name.startswith("FLOWER_") and name[len("FLOWER_"):].lower() in default_options
+
+
+def profile_vars(path: Path) -> set[str]:
+    """The ${VARIABLES} a profiles file expands (in its values, not its comments)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.update(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(tomllib.loads(path.read_text()))
+    return found
+
+
+def env_file(path: Path, *, commented: bool = False) -> dict[str, str]:
+    """NAME=value lines; with ``commented``, also the ``#NAME=value`` lines offered as options."""
+    out: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if commented and re.match(r"^#[A-Z][A-Z0-9_]*=", line):
+            line = line[1:]
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f"{path.name}: bad line {raw!r}"
+        assert value == value.strip() and not value.startswith(('"', "'")), \
+            f"{path.name}: {name}: no quotes or spaces (systemd and compose read them differently)"
+        out[name] = value
+    return out
+
+
+def example_env() -> dict[str, str]:
+    return env_file(ENV_EXAMPLE)
+
+
+def check_env_names(names: Iterable[str], where: str) -> None:
+    """Each variable a deploy file sets is read by reqworker, by Flower, or by the profiles."""
+    secrets = profile_vars(DEPLOY / "apis.toml")
+    for name in names:
+        if name.startswith("REQWORKER_"):
+            assert name in code_env_vars(), f"{where}: reqworker never reads {name}"
+        elif name.startswith("FLOWER_"):
+            assert is_flower_option(name), f"{where}: Flower has no option {name}"
+        else:
+            assert name in secrets | PYTHON_ENV, \
+                f"{where}: {name} is neither a reqworker setting nor a secret apis.toml names"
+
+
+def cli_command(argv: list[str], where: str) -> click.Context:
+    """Parse ``argv`` (after ``reqworker``) as the CLI would, without running it."""
+    assert argv, f"{where}: no command"
+    name, *rest = argv
+    command = cli_main.get_command(click.Context(cli_main), name)
+    assert command is not None, f"{where}: reqworker has no command {name!r}"
+    try:
+        return command.make_context(name, list(rest))
+    except click.UsageError as exc:
+        raise AssertionError(f"{where}: `reqworker {shlex.join(argv)}`: {exc}") from None
+
+
+def parse_seconds(value: str | int | float) -> float:
+    """'90', 90, '90s', '1m30s', '1min 30s' -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(min|sec|[hms]?)", value.strip())
+    assert parts, f"not a duration: {value!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def deploy_profiles() -> dict[str, Any]:
+    return load_profiles(DEPLOY / "apis.toml", example_env())
+
+
+def grace_needed_s() -> float:
+    """A stopping worker must be able to finish the longest single attempt, with room."""
+    longest = max(p.timeout_s for p in deploy_profiles().values())
+    return max(longest + GRACE_MARGIN_S, 2 * longest)
+
+
+def yaml_docs(path: Path) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs and all(isinstance(d, dict) for d in docs), f"{path.name}: not YAML mappings"
+    return docs
+
+
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml_docs(DEPLOY / "docker-compose.yml")[0]
+    return doc
+
+
+def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "Dockerfile ends inside a continued line"
+    return out
+
+
+def docker_exec_form(args: str, what: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), \
+        f"Dockerfile {what} must use the exec (JSON) form, so signals reach the process"
+    return value
+
+
+def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit: section -> key -> values (keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line[0] in "#;"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and current is not None, f"{path.name}: cannot read {raw!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def unit_specifiers(text: str) -> str:
+    return text.replace("%i", "1").replace("%H", "host").replace("%%", "%")
+
+
+def units() -> dict[str, dict[str, dict[str, list[str]]]]:
+    return {p.name: read_unit(p) for p in sorted(SYSTEMD.glob("*.service"))}
+
+
+def kustomization() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml_docs(K8S / "kustomization.yaml")[0]
+    return doc
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    return [doc for name in kustomization()["resources"] for doc in yaml_docs(K8S / name)]
+
+
+def k8s_object(kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"no single {kind} {name} in deploy/k8s"
+    return found[0]
+
+
+def k8s_container(deployment: str, container: str) -> dict[str, Any]:
+    spec = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
+    found = [c for c in spec["containers"] if c["name"] == container]
+    assert len(found) == 1
+    result: dict[str, Any] = found[0]
+    return result
+
+
+def k8s_generated(kind: str) -> dict[str, dict[str, Any]]:
+    key = {"ConfigMap": "configMapGenerator", "Secret": "secretGenerator"}[kind]
+    return {g["name"]: g for g in kustomization().get(key, [])}
+
+
+def k8s_env_file(name: str) -> Path:
+    """A generator's env file: k8s/reqworker.env is the operator's copy of the example."""
+    path = K8S / name
+    return ENV_EXAMPLE if name == "reqworker.env" and not path.exists() else path
+
+
+def k8s_config_env() -> dict[str, str]:
+    """The environment the pods get from the generated ConfigMap(s) and Secret(s)."""
+    env: dict[str, str] = {}
+    for kind in ("ConfigMap", "Secret"):
+        for generator in k8s_generated(kind).values():
+            for literal in generator.get("literals", []):
+                name, _, value = literal.partition("=")
+                env[name] = value
+            for name in generator.get("envs", []):
+                env.update(env_file(k8s_env_file(name)))
+    return env
+
+
+# --- every file is of a kind these tests read ----------------------------------------------
+
+
+def test_every_deploy_file_is_one_these_tests_read() -> None:
+    readers = {".yml", ".yaml", ".service", ".toml", ".conf", ".md", ".example"}
+    names = {"Dockerfile", ".gitignore"}
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and path.name not in ("reqworker.env",):
+            assert path.suffix in readers or path.name in names, f"unchecked file {path}"
+
+
+def test_every_yaml_file_parses() -> None:
+    files = [*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")]
+    assert len(files) >= 5
+    for path in files:
+        yaml_docs(path)
+
+
+def test_filled_in_secrets_are_kept_out_of_git() -> None:
+    ignored = (DEPLOY / ".gitignore").read_text().split()
+    assert "reqworker.env" in ignored and "k8s/reqworker.env" in ignored
+
+
+# --- profiles and environment ---------------------------------------------------------------
+
+
+def test_the_example_profiles_load_and_a_worker_would_start_with_them() -> None:
+    profiles = deploy_profiles()
+    assert profiles
+    env = {**example_env(), **compose_env(compose()["services"]["worker"])}
+    check_visibility(Settings.from_env(env), profiles)
+    check_visibility(Settings.from_env(k8s_config_env()), profiles)
+
+
+def test_the_env_example_provides_every_secret_the_profiles_name() -> None:
+    missing = profile_vars(DEPLOY / "apis.toml") - set(example_env())
+    assert not missing, f"reqworker.env.example lacks {sorted(missing)}"
+    # Every secret is a variable: no credential is written in the profiles themselves.
+    profiles = tomllib.loads((DEPLOY / "apis.toml").read_text())["apis"]
+    for name, table in profiles.items():
+        for key in ("token", "client_id", "client_secret"):
+            value = table.get("auth", {}).get(key)
+            assert value is None or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", value), \
+                f"apis.{name}.auth.{key} must be a ${{VARIABLE}}"
+
+
+def test_the_env_example_sets_only_variables_something_reads() -> None:
+    check_env_names(env_file(ENV_EXAMPLE, commented=True), "reqworker.env.example")
+    # Flower listens beyond loopback in every deployment here, so it needs its login.
+    assert example_env().get(AUTH_ENV, "").count(":") >= 1
+
+
+def test_the_kubernetes_profiles_are_the_same_file() -> None:
+    assert (K8S / "apis.toml").read_text() == (DEPLOY / "apis.toml").read_text()
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def test_the_image_is_built_from_python_311_or_newer() -> None:
+    froms = [args.split()[0] for word, args in dockerfile() if word == "FROM"]
+    assert froms
+    for image in froms:
+        match = re.fullmatch(r"python:3\.(\d+)(-[a-z0-9.-]+)?", image)
+        assert match and int(match.group(1)) >= 11, image
+
+
+def test_the_image_copies_everything_the_package_build_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {"pyproject.toml", *project["tool"]["setuptools"]["packages"],
+              *(f"{m}.py" for m in project["tool"]["setuptools"].get("py-modules", []))}
+    if isinstance(project["project"].get("readme"), str):
+        needed.add(project["project"]["readme"])
+    copied: set[str] = set()
+    for word, args in dockerfile():
+        if word != "COPY" or "--from=" in args:
+            continue
+        *sources, _ = [a for a in args.split() if not a.startswith("--")]
+        for source in sources:
+            assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
+            copied.add(source.rstrip("/"))
+    assert needed <= copied, f"Dockerfile does not copy {sorted(needed - copied)}"
+
+
+def test_the_image_runs_reqworker_as_a_numeric_non_root_user() -> None:
+    steps = dockerfile()
+    entry = docker_exec_form(next(a for w, a in steps if w == "ENTRYPOINT"), "ENTRYPOINT")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert entry == ["reqworker"] and "reqworker" in project["project"]["scripts"]
+    cli_command(docker_exec_form(next(a for w, a in steps if w == "CMD"), "CMD"), "Dockerfile CMD")
+    user = [a for w, a in steps if w == "USER"][-1]
+    uid = user.partition(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric uid (runAsNonRoot checks it)"
+    for deployment in ("reqworker-worker", "reqworker-flower"):
+        pod = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == int(uid)
+    exposed = {int(a.split("/")[0]) for w, a in steps if w == "EXPOSE"}
+    assert exposed == {FLOWER_PORT}
+
+
+def test_the_image_sets_no_secret_and_only_known_variables() -> None:
+    names: list[str] = []
+    for word, args in dockerfile():
+        if word == "ENV":
+            names += re.findall(r"(?:^|\s)([A-Z][A-Z0-9_]*)=", args)
+        if word == "ARG":
+            names.append(args.split("=")[0])
+    assert names
+    check_env_names(names, "Dockerfile")
+    assert not any(re.search("SECRET|TOKEN|PASSWORD|AUTH", n) for n in names)
+
+
+# --- docker compose ---------------------------------------------------------------------------
+
+
+def test_compose_runs_redis_with_its_config_and_a_volume() -> None:
+    doc = compose()
+    redis_service = doc["services"]["redis"]
+    command = redis_service["command"]
+    assert command[0] == "redis-server"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in redis_service["volumes"]}
+    assert (DEPLOY / mounts[command[1]]).resolve() == (DEPLOY / "redis.conf").resolve()
+    assert mounts["/data"] in doc["volumes"]
+    assert "ports" not in redis_service, "Redis has no password here: publish no port"
+    assert redis_service["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_compose_workers_can_be_scaled_and_stop_gracefully() -> None:
+    worker = compose()["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    assert parse_seconds(worker["stop_grace_period"]) >= grace_needed_s()
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["restart"] in ("always", "unless-stopped", "on-failure")
+    assert "healthcheck" in worker
+
+
+def test_compose_commands_are_reqworker_commands() -> None:
+    services = compose()["services"]
+    for name in ("worker", "flower"):
+        service = services[name]
+        build = service["build"]
+        assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == \
+            (DEPLOY / "Dockerfile").resolve()
+        ctx = cli_command(service["command"], f"compose {name}")
+        if name == "flower":
+            assert ctx.params["port"] == FLOWER_PORT
+            assert f"127.0.0.1:{FLOWER_PORT}:{FLOWER_PORT}" in service["ports"]
+            assert "healthcheck" in service
+
+
+def test_compose_mounts_and_env_files_exist() -> None:
+    for name in ("worker", "flower"):
+        service = compose()["services"][name]
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"compose {name} mounts missing {source}"
+            if target.endswith("apis.toml"):
+                assert compose_env(service).get("REQWORKER_APIS", target) == target
+        for env_name in service["env_file"]:
+            assert env_name == "reqworker.env" and ENV_EXAMPLE.exists()
+
+
+def test_compose_sets_only_variables_something_reads() -> None:
+    for name, service in compose()["services"].items():
+        check_env_names(compose_env(service), f"compose {name}")
+
+
+# --- systemd ---------------------------------------------------------------------------------
+
+
+def test_systemd_units_parse_and_restart() -> None:
+    found = units()
+    assert set(found) == {"reqworker-worker@.service", "reqworker-flower.service",
+                          "reqworker-redis.service"}
+    for name, unit in found.items():
+        assert {"Unit", "Service", "Install"} <= set(unit), name
+        assert unit["Service"]["Restart"][-1] in ("on-failure", "always"), name
+        assert unit["Install"]["WantedBy"] == ["multi-user.target"], name
+        for dependency in unit["Unit"].get("Wants", []) + unit["Unit"].get("After", []):
+            for other in dependency.split():
+                if other.startswith("reqworker-"):
+                    assert other in found, f"{name} depends on {other}, which deploy/ lacks"
+
+
+def test_systemd_commands_are_reqworker_commands() -> None:
+    for name in ("reqworker-worker@.service", "reqworker-flower.service"):
+        service = units()[name]["Service"]
+        argv = shlex.split(unit_specifiers(service["ExecStart"][-1]))
+        assert Path(argv[0]).name == "reqworker", name
+        ctx = cli_command(argv[1:], name)
+        if name.startswith("reqworker-flower"):
+            assert ctx.params["port"] == FLOWER_PORT
+        assert service["EnvironmentFile"][-1].endswith("/reqworker.env")
+        assert service.get("RestartPreventExitStatus") == ["2"], "exit 2 is bad configuration"
+        env = dict(e.partition("=")[::2] for v in service.get("Environment", []) for e in v.split())
+        check_env_names(env, name)
+
+
+def test_the_systemd_worker_stops_gracefully() -> None:
+    service = units()["reqworker-worker@.service"]["Service"]
+    assert service["KillMode"] == ["mixed"] and service["KillSignal"] == ["SIGTERM"]
+    assert parse_seconds(service["TimeoutStopSec"][-1]) >= grace_needed_s()
+    assert "%i" in service["ExecStart"][-1], "each instance needs its own node name"
+
+
+def test_the_systemd_redis_runs_the_shared_config() -> None:
+    service = units()["reqworker-redis.service"]["Service"]
+    argv = shlex.split(service["ExecStart"][-1])
+    assert Path(argv[0]).name == "redis-server"
+    assert Path(argv[1]).name == "redis.conf" and (DEPLOY / "redis.conf").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
+    reqworker = Path(sys.executable).parent / "reqworker"
+    reqworker_path = str(reqworker) if reqworker.exists() else shutil.which("reqworker")
+    if reqworker_path is None:
+        pytest.skip("no reqworker script installed")
+    paths = []
+    for source in sorted(SYSTEMD.glob("*.service")):
+        text = source.read_text().replace("/opt/reqworker/.venv/bin/reqworker", reqworker_path)
+        text = text.replace("/usr/bin/redis-server", find_redis_server())
+        target = tmp_path / source.name.replace("@.service", "@1.service")
+        target.write_text(text)
+        paths.append(str(target))
+    done = subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+# --- Kubernetes -------------------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest_and_file() -> None:
+    kust = kustomization()
+    listed = set(kust["resources"])
+    for generator in [*k8s_generated("ConfigMap").values(), *k8s_generated("Secret").values()]:
+        listed.update(generator.get("files", []))
+        listed.update(generator.get("envs", []))
+    present = {p.name for p in K8S.iterdir() if p.name != "kustomization.yaml"}
+    assert present - {"reqworker.env"} <= listed, f"not in kustomization: {present - listed}"
+    for name in listed:
+        assert (K8S / name).exists() or k8s_env_file(name).exists(), name
+
+
+def test_k8s_objects_are_well_formed() -> None:
+    known = {("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service")}
+    for obj in k8s_objects():
+        assert (obj["apiVersion"], obj["kind"]) in known, obj.get("kind")
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            selector = obj["spec"]["selector"]["matchLabels"]
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), obj["metadata"]["name"]
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                assert container["image"] and container.get("resources"), container["name"]
+
+
+def test_k8s_commands_are_reqworker_commands() -> None:
+    for deployment, container in (("reqworker-worker", "worker"), ("reqworker-flower", "flower")):
+        spec = k8s_container(deployment, container)
+        assert spec["image"].split(":")[0].endswith("reqworker")
+        assert "command" not in spec, "the image's entrypoint is reqworker; give args"
+        ctx = cli_command(spec["args"], f"k8s {deployment}")
+        if container == "flower":
+            assert ctx.params["port"] == FLOWER_PORT
+            assert {"name": "http", "containerPort": FLOWER_PORT} in spec["ports"]
+
+
+def test_k8s_config_and_secret_references_exist() -> None:
+    configmaps, secrets = k8s_generated("ConfigMap"), k8s_generated("Secret")
+    for deployment in ("reqworker-worker", "reqworker-flower"):
+        pod = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            refs = container["envFrom"]
+            assert {r["configMapRef"]["name"] for r in refs if "configMapRef" in r} <= set(configmaps)
+            assert {r["secretRef"]["name"] for r in refs if "secretRef" in r} <= set(secrets)
+            assert any("secretRef" in r for r in refs), "secrets come from a Secret"
+            mounts = {m["name"] for m in container.get("volumeMounts", [])}
+            assert mounts <= {v["name"] for v in pod.get("volumes", [])}
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in configmaps
+
+
+def test_k8s_workers_read_the_mounted_profiles() -> None:
+    env = k8s_config_env()
+    worker = k8s_container("reqworker-worker", "worker")
+    mount = next(m for m in worker["volumeMounts"] if m["name"] == "apis")
+    pod = k8s_object("Deployment", "reqworker-worker")["spec"]["template"]["spec"]
+    source = next(v for v in pod["volumes"] if v["name"] == "apis")["configMap"]["name"]
+    files = k8s_generated("ConfigMap")[source]["files"]
+    assert env["REQWORKER_APIS"] == f"{mount['mountPath']}/{Path(files[0]).name}"
+
+
+def test_k8s_sets_only_variables_something_reads() -> None:
+    check_env_names(k8s_config_env(), "k8s kustomization")
+    for deployment in ("reqworker-worker", "reqworker-flower"):
+        for container in k8s_object("Deployment", deployment)["spec"]["template"]["spec"][
+                "containers"]:
+            check_env_names([e["name"] for e in container.get("env", [])], deployment)
+
+
+def test_k8s_workers_stop_gracefully() -> None:
+    worker = k8s_object("Deployment", "reqworker-worker")["spec"]
+    assert worker["template"]["spec"]["terminationGracePeriodSeconds"] >= grace_needed_s()
+    assert worker["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    probe = k8s_container("reqworker-worker", "worker")["livenessProbe"]
+    assert probe["timeoutSeconds"] > 10, "the ping waits up to 10 s"
+
+
+def test_k8s_flower_is_one_replica_behind_a_service_prometheus_can_find() -> None:
+    flower = k8s_object("Deployment", "reqworker-flower")
+    service = k8s_object("Service", "reqworker-flower")
+    assert flower["spec"]["replicas"] == 1
+    labels = flower["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    port = service["spec"]["ports"][0]
+    assert port["port"] == FLOWER_PORT and port["targetPort"] == "http"
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(FLOWER_PORT)
+    container = k8s_container("reqworker-flower", "flower")
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthcheck"
+
+
+def test_k8s_redis_serves_the_url_the_pods_use() -> None:
+    url = k8s_config_env()["REQWORKER_REDIS_URL"]
+    service = k8s_object("Service", "redis")
+    assert url.startswith(f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/")
+
+
+# --- README -------------------------------------------------------------------------------------
+
+
+def readme() -> str:
+    return (DEPLOY / "README.md").read_text()
+
+
+def test_readme_yaml_parses_and_scrapes_flowers_metrics() -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", readme(), re.S)
+    assert blocks
+    for block in blocks:
+        yaml.safe_load(block)
+    scrape = yaml.safe_load(blocks[0])["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+    assert scrape["static_configs"][0]["targets"][0].endswith(f":{FLOWER_PORT}")
+
+
+def test_readme_names_every_setting_and_only_real_ones() -> None:
+    text = readme()
+    named = set(re.findall(r"\bREQWORKER_[A-Z][A-Z0-9_]*\b", text))
+    assert named == set(code_env_vars()), named ^ set(code_env_vars())
+    for name in set(re.findall(r"\bFLOWER_[A-Z][A-Z0-9_]*\b", text)):
+        assert is_flower_option(name), name
+    for path in re.findall(r"^\| `([^`]+)` \|", text, re.M):
+        assert (DEPLOY / path).exists(), path
+
+
+def test_readme_commands_are_reqworker_commands() -> None:
+    commands = 0
+    for block in re.findall(r"```sh\n(.*?)```", readme(), re.S):
+        for line in block.splitlines():
+            words = shlex.split(line.split("#")[0].split("<")[0])
+            if "run" in words and "worker" in words:
+                cli_command(words[words.index("worker", words.index("run")) + 1:], line)
+                commands += 1
+    assert commands >= 2
+
+
+# --- what can run here: Redis with the deploy settings -----------------------------------------
+
+
+def _redis_variants() -> dict[str, list[str]]:
+    """The arguments each deployment gives redis-server."""
+    compose_cmd = compose()["services"]["redis"]["command"]
+    k8s_args = next(c for c in k8s_object("StatefulSet", "redis")["spec"]["template"]["spec"][
+        "containers"] if c["name"] == "redis")["args"]
+    systemd = shlex.split(units()["reqworker-redis.service"]["Service"]["ExecStart"][-1])
+    conf = str(DEPLOY / "redis.conf")
+    return {"compose": [conf, *compose_cmd[2:]], "k8s": k8s_args[1:],
+            "systemd": [conf, *systemd[2:]]}
+
+
+class RedisWith:
+    """redis-server with a deployment's arguments, moved to a free loopback port and a temp dir."""
+
+    def __init__(self, args: list[str], data_dir: Path) -> None:
+        self.port = free_port()
+        overrides = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+                     "--daemonize", "no", "--loglevel", "warning"]
+        self.proc = subprocess.Popen([find_redis_server(), *args, *overrides],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.client = redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise AssertionError(f"redis-server refused {args}: {err}")
+            try:
+                if self.client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not answer"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes the append-only file and exits."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("variant", ["compose", "k8s", "systemd"])
+def test_redis_settings_keep_jobs_across_a_restart(variant: str, tmp_path: Path) -> None:
+    args = _redis_variants()[variant]
+    first = RedisWith(args, tmp_path)
+    try:
+        config = first.client.config_get("*")
+        assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+        assert config["maxmemory-policy"] == "noeviction"
+        assert config["save"].strip(), "RDB snapshots for backups"
+        first.client.lpush("reqworker", "a queued job")
+    finally:
+        first.stop()
+    second = RedisWith(args, tmp_path)
+    try:
+        assert second.client.lrange("reqworker", 0, -1) == ["a queued job"]
+    finally:
+        second.stop()
+
+
+# --- what can run here: the healthchecks against a real worker and a real Flower ----------------
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(redis_server.url, loopback_api, tmp_path_factory.mktemp("deploy"),
+                    **{AUTH_ENV: "ops:deploy-pw"}) as s:
+        yield s
+
+
+def _shell_env(stack: Stack, hostname: str) -> dict[str, str]:
+    """The worker's environment in a container: its host name, `python` on the PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), stack.env.get("PATH", "")])
+    return dict(stack.env, HOSTNAME=hostname, PATH=path)
+
+
+@pytest.mark.integration
+def test_the_worker_healthchecks_pass_for_a_live_worker_and_fail_without_one(stack: Stack) -> None:
+    host = f"deploy-{uuid.uuid4().hex[:8]}"
+    compose_check = compose()["services"]["worker"]["healthcheck"]["test"]
+    assert compose_check[0] == "CMD-SHELL"
+    compose_cmd = compose_check[1].replace("$$", "$")  # compose's escape for a literal $
+    k8s_cmd = k8s_container("reqworker-worker", "worker")["livenessProbe"]["exec"]["command"]
+    assert k8s_cmd[:2] == ["sh", "-c"]
+    worker = stack.worker("deploy-health", concurrency=2, hostname=f"celery@{host}")
+    try:
+        for command in (compose_cmd, k8s_cmd[2]):
+            done = subprocess.run(["sh", "-c", command], env=_shell_env(stack, host),
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        quick = compose_cmd.replace("--timeout 10", "--timeout 2")
+        done = subprocess.run(["sh", "-c", quick], env=_shell_env(stack, "no-such-host"),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+    finally:
+        worker.stop()
+
+
+@pytest.mark.integration
+def test_the_flower_healthchecks_pass_without_a_login(stack: Stack) -> None:
+    flower = FlowerProcess(stack.env, stack.tmp / "deploy-flower.log").wait_ready()
+    try:
+        check = compose()["services"]["flower"]["healthcheck"]["test"]
+        assert check[0] == "CMD" and check[1] == "python"
+        argv = [sys.executable, *[a.replace(f"127.0.0.1:{FLOWER_PORT}", f"127.0.0.1:{flower.port}")
+                                  for a in check[2:]]]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        path = k8s_container("reqworker-flower", "flower")["livenessProbe"]["httpGet"]["path"]
+        # Probes and Prometheus come without credentials (see deploy/README.md).
+        assert flower.get(path, auth=None).status_code == 200
+        metrics = flower.get("/metrics", auth=None)
+        assert metrics.status_code == 200 and "flower_" in metrics.text
+    finally:
+        flower.stop()
