@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from producer.flower import (
     AUTH_ENV,
@@ -31,13 +27,10 @@ from producer.flower import (
 )
 from producer.localredis import LocalRedis, free_port
 from producer.loopback_api import LoopbackAPI, Reply
+from tests.flower_support import PASSWORD, USER, FlowerProcess
 from tests.stack import TOKEN, Stack, make_stack
-from tests.support import REQWORKER, WorkerProcess, eventually, run_cli
+from tests.support import WorkerProcess, eventually, run_cli
 from worker.jobs import TASK_NAME
-
-USER, PASSWORD = "ops", "flower-pw-8d1c0b7e"
-LOGIN = (USER, PASSWORD)
-
 
 # --- how the command starts Flower (no processes) ---------------------------------------
 
@@ -96,49 +89,6 @@ def test_parse_basic_auth_keeps_colons_in_passwords() -> None:
 
 
 # --- the real Flower ----------------------------------------------------------------------
-
-
-class FlowerProcess:
-    """``reqworker flower`` as a subprocess, with its log in a file."""
-
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, address: str = LOOPBACK) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [*REQWORKER, "flower", "--port", str(self.port), "--address", address],
-            env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, *, auth: tuple[str, str] | None = LOGIN,
-            params: Mapping[str, str] | None = None) -> requests.Response:
-        return requests.get(self.url + path, auth=auth, params=params, timeout=30)
-
-    def wait_ready(self) -> FlowerProcess:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"flower exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                return self.get("/healthcheck", auth=None).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        eventually(ready, within_s=60, every_s=0.2, what="flower start")
-        return self
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
 
 
 def listening_addresses(port: int) -> set[str]:

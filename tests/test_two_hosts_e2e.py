@@ -1,0 +1,97 @@
+"""Two hosts, simulated: two worker groups with their own hostnames against one Redis.
+
+Flower shows both; they share one OAuth token and one rate budget.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.client import Client
+from producer.flower import AUTH_ENV
+from producer.localredis import LocalRedis
+from tests.conftest import base_env
+from tests.flower_support import PASSWORD, USER, FlowerProcess
+from tests.oauth_support import ENV, FleetProvider, Realm
+from tests.support import WorkerProcess, eventually
+from worker.profiles import load_profiles
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+RATE_PER_S = 25
+HOSTS = ("host-a", "host-b")
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FleetProvider]:
+    fleet = FleetProvider(Realm("svc"))
+    fleet.api.start()
+    yield fleet
+    fleet.api.stop()
+
+
+@pytest.fixture(scope="module")
+def env(redis_server: LocalRedis, provider: FleetProvider,
+        tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("hosts")
+    profile = provider.profile_toml("svc").replace(
+        "timeout = 5\n", f'timeout = 5\nrate_limit = "{RATE_PER_S}/s"\n')
+    apis = tmp / "apis.toml"
+    apis.write_text(profile)
+    return base_env(redis_server.url, str(apis), **ENV, **{AUTH_ENV: f"{USER}:{PASSWORD}"},
+                    REQWORKER_KEY_PREFIX=f"hosts{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture(scope="module")
+def fleet(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[FlowerProcess, list[WorkerProcess]]]:
+    tmp = tmp_path_factory.mktemp("hostlogs")
+    flower = FlowerProcess(env, tmp / "flower.log").wait_ready()
+    workers = [WorkerProcess(env, tmp / f"{host}.log", concurrency=8, hostname=f"worker@{host}")
+               for host in HOSTS]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        yield flower, workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        flower.stop()
+
+
+def test_two_hosts_share_one_token_and_one_rate_budget_and_flower_shows_both(
+        env: dict[str, str], provider: FleetProvider,
+        fleet: tuple[FlowerProcess, list[WorkerProcess]]) -> None:
+    flower, _ = fleet
+
+    def listed() -> set[str]:
+        return set(flower.get("/api/workers", params={"refresh": "1"}).json())
+
+    eventually(lambda: {f"worker@{h}" for h in HOSTS} <= listed(),
+               within_s=90, every_s=0.5, what="Flower listing both hosts")
+    client = Client(Settings.from_env(env), load_profiles(Path(env["REQWORKER_APIS"]), env))
+    run = uuid.uuid4().hex[:8]
+    report = client.submit_many([{"api": "svc", "path": f"/item/{run}/{i}", "cache": False}
+                                 for i in range(150)])
+    report.batch.wait(poll_s=0.2, timeout_s=180)
+    records = list(report.batch.results())
+    assert len(records) == 150 and all(r["ok"] and r["attempts"] == 1 for r in records)
+
+    realm = provider.realms["svc"]
+    assert realm.token_requests == 1  # one token for both hosts
+
+    times = sorted(h.at for h in provider.api.hits() if h.path.startswith(f"/svc/api/item/{run}/"))
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= RATE_PER_S + 1 + 1  # rate + burst + one request of transit jitter
+
+    def ran_on() -> set[str]:
+        tasks = flower.get("/api/tasks", params={"limit": "1000"}).json()
+        return {t.get("worker") for t in tasks.values() if t.get("state") == "SUCCESS"}
+
+    eventually(lambda: {f"worker@{h}" for h in HOSTS} <= ran_on(), within_s=90, every_s=0.5,
+               what="Flower showing jobs run on both hosts")
