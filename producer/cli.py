@@ -327,14 +327,21 @@ def flower(port: int, address: str) -> None:
 
 
 @main.command()
-@click.option("--jobs", "job_count", type=click.IntRange(10, 100_000), default=400,
-              show_default=True, help="How many jobs the demo sync makes.")
+@click.option("--jobs", "job_count", type=click.IntRange(10, 100_000), default=2000,
+              show_default=True, help="How many jobs the demo sync enqueues.")
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @_friendly
-def demo(job_count: int) -> None:
-    """Run the whole system on this machine: a private Redis, a local API, two workers, a sync."""
+def demo(job_count: int, no_flower: bool) -> None:
+    """Run the whole system on this machine, with nothing installed beforehand.
+
+    A private Redis, a local API with OAuth, a rate limit and trouble on purpose, two
+    workers and Flower; a bulk sync with live progress, then a summary. Everything it
+    started stops at the end, and on Ctrl-C. The results are kept in
+    ./reqworker-demo-results.jsonl.
+    """
     from producer.demo import run_demo
 
-    sys.exit(run_demo(job_count))
+    sys.exit(run_demo(job_count, flower=not no_flower))
 
 
 main.add_command(auth_command)

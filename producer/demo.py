@@ -1,15 +1,18 @@
 """`reqworker demo`: the whole system on this machine, with nothing installed beforehand.
 
-It starts a private redis-server, a local demo API and two worker processes, syncs a
-catalogue of tracks through them with live progress, prints what happened, writes every
-result to ./reqworker-demo-results.jsonl and stops everything it started, Ctrl-C included.
-The demo API misbehaves on purpose, deterministically, so the summary is the same each run.
+It starts a private redis-server, the demo API (``producer.demo_api``: OAuth, a rate
+limit, latency, some 429s and 5xx), two worker processes and Flower; syncs a catalogue
+of tracks and a few paginated playlists through them with live progress; prints what
+happened; writes every result to ./reqworker-demo-results.jsonl; and stops everything it
+started, Ctrl-C included. The API misbehaves deterministically, so the counts in the
+summary are the same on every run (the number of tokens depends on how long it takes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,83 +20,92 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from producer.client import Batch, Client, Counts
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
+from producer.demo_api import (
+    PAGE_SIZE,
+    RATE_PER_S,
+    TOKEN_LIFETIME_S,
+    TOKEN_PATH,
+    DemoAPI,
+    plan,
+    playlist_pages,
+)
+from producer.localredis import LocalRedis, free_port
+from producer.loopback_api import LoopbackAPI
 from producer.progress import ProgressView
 from worker.profiles import load_profiles
 from worker.settings import Settings
 
 RESULTS_FILE = "reqworker-demo-results.jsonl"
 WORKERS, CONCURRENCY = 2, 4
-#: Seconds a worker gets to finish its jobs after SIGTERM before its group is killed.
+#: Seconds a process gets to finish after SIGTERM before its process group is killed.
 STOP_GRACE_S = 10.0
 ROOT = Path(__file__).resolve().parent.parent
-TRACKS = "/v1/tracks/"
+# The client id and secret reach the workers in their environment, never in this file.
 PROFILE = """\
 [apis.demo]
 base_url = "{url}/v1"
+rate_limit = "{rate}/s"
 timeout = 5
 cache_expire = "1h"
 backoff = {{ start = 0.2, factor = 2, count = 4 }}
+
+[apis.demo.auth]
+kind = "oauth2"
+token_url = "{url}{token_path}"
+client_id = "${{DEMO_CLIENT_ID}}"
+client_secret = "${{DEMO_CLIENT_SECRET}}"
+test_expiry = 5
 """
 
 
-def plan(n: int) -> list[int]:
-    """What /v1/tracks/<n> answers, attempt after attempt (the last answer repeats)."""
-    if n % 25 == 0:
-        return [404]  # no such track: fails at once
-    if n % 50 == 17:
-        return [503]  # always down: fails when its 4 retries are spent
-    if n % 50 == 9:
-        return [429, 200]  # rate limited once, with Retry-After: 1
-    if n % 10 == 3:
-        return [500, 200]
-    if n % 10 == 6:
-        return [502, 503, 200]
-    return [200]
+@dataclass(frozen=True)
+class Sync:
+    """What the demo asks for: tracks, paginated playlists, then some tracks again."""
+
+    tracks: int
+    playlists: int
+    again: list[int]
+
+    @classmethod
+    def of(cls, job_count: int) -> Sync:
+        repeats = max(2, job_count // 10)
+        playlists = max(2, min(10, job_count // 400))
+        tracks = job_count - repeats - playlists
+        return cls(tracks, playlists, [n for n in range(1, tracks + 1) if plan(n) == [200]][:repeats])
+
+    @property
+    def pages(self) -> int:
+        return sum(playlist_pages(p) for p in range(1, self.playlists + 1))
+
+    @property
+    def total(self) -> int:
+        """Jobs that finish: every one enqueued, and every page after a playlist's first."""
+        return self.tracks + self.pages + len(self.again)
+
+    def first_jobs(self) -> list[dict[str, Any]]:
+        playlists = [{"api": "demo", "path": f"/playlists/{p}/tracks", "key": f"playlist-{p}",
+                      "params": {"limit": PAGE_SIZE}, "paginate": {"next": "$.next"}}
+                     for p in range(1, self.playlists + 1)]
+        return [_track(n) for n in range(1, self.tracks + 1)] + playlists
 
 
-class DemoAPI:
-    """The demo API's handler: small JSON after a few ms, and trouble as ``plan`` says."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._attempts: Counter[str] = Counter()
-        self.served: Counter[int] = Counter()
-
-    def __call__(self, hit: Hit) -> Reply | None:
-        number = hit.path.removeprefix(TRACKS)
-        if not hit.path.startswith(TRACKS) or not number.isdigit():
-            return None
-        n = int(number)
-        steps = plan(n)
-        with self._lock:
-            status = steps[min(self._attempts[hit.path], len(steps) - 1)]
-            self._attempts[hit.path] += 1
-            self.served[status] += 1
-        delay = 0.002 + 0.002 * (n % 4)
-        if status == 200:
-            body = {"id": n, "title": f"Track {n}", "duration_ms": 150_000 + 977 * (n % 97)}
-            return Reply(json=body, delay_s=delay)
-        message = "no such track" if status == 404 else "please try again later"
-        headers = {"Retry-After": "1"} if status == 429 else {}
-        return Reply(status, json={"error": {"status": status, "message": message}},
-                     headers=headers, delay_s=delay)
-
-
-def run_demo(job_count: int) -> int:
+def run_demo(job_count: int, flower: bool = True) -> int:
     """Run the demo; 0 when it ran (some demo jobs fail by design), 1 if it broke, 130 on Ctrl-C."""
     stack = ExitStack()
     on_main_thread = threading.current_thread() is threading.main_thread()
     if on_main_thread:  # SIGTERM stops the demo the way Ctrl-C does
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(job_count, stack)
+        _run(job_count, flower, stack)
         return 0
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping what the demo started")
@@ -106,14 +118,15 @@ def run_demo(job_count: int) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             stack.close()
-            _say("stopped the workers, the demo API and the private Redis")
+            _say(f"stopped the workers{', Flower' if flower else ''}, the demo API and the "
+                 "private Redis")
         finally:
             if on_main_thread:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.signal(signal.SIGTERM, previous)
 
 
-def _run(job_count: int, stack: ExitStack) -> None:
+def _run(job_count: int, with_flower: bool, stack: ExitStack) -> None:
     if job_count < 10:
         raise ValueError("the demo needs at least 10 jobs")
     began = time.monotonic()
@@ -121,54 +134,76 @@ def _run(job_count: int, stack: ExitStack) -> None:
     server = LocalRedis()
     stack.callback(server.stop)
     server.start()
-    handler = DemoAPI()
+    client_id, client_secret = "reqworker-demo", secrets.token_urlsafe(18)
+    handler = DemoAPI(client_id, client_secret)
     api = LoopbackAPI(fallback=handler).start()
     stack.callback(api.stop)
     apis = work / "apis.toml"
-    apis.write_text(PROFILE.format(url=api.url), encoding="utf-8")
+    apis.write_text(PROFILE.format(url=api.url, rate=RATE_PER_S, token_path=TOKEN_PATH),
+                    encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REQWORKER_", "CELERY_"))}
     env.update(REQWORKER_REDIS_URL=server.url, REQWORKER_APIS=str(apis),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     _say(f"private Redis    {server.url}")
-    _say(f"demo API         {api.url}{TRACKS}<n>  (profile 'demo' in {apis})")
+    _say(f"demo API         {api.url}/v1  (OAuth tokens for {TOKEN_LIFETIME_S} s from "
+         f"{TOKEN_PATH}, {RATE_PER_S} requests/s at most)")
+    _say(f"profile 'demo'   {apis}  (client id and secret: $DEMO_CLIENT_ID, $DEMO_CLIENT_SECRET)")
 
-    workers = _Workers(work)
-    stack.callback(workers.stop)
-    workers.start(env)
-    _say(f"worker logs      {work}/worker-{{1..{WORKERS}}}.log")
-    workers.wait_ready()
+    procs = _Processes(work)
+    stack.callback(procs.stop)
+    for i in range(1, WORKERS + 1):
+        procs.start(f"worker-{i}", ["worker", "--concurrency", str(CONCURRENCY), "--hostname",
+                                    f"demo{i}@%h"],
+                    {**env, "DEMO_CLIENT_ID": client_id, "DEMO_CLIENT_SECRET": client_secret})
+    if with_flower:
+        port, login = free_port(), f"demo:{secrets.token_urlsafe(9)}"
+        procs.start("flower", ["flower", "--port", str(port), "--address", "127.0.0.1"],
+                    {**env, "REQWORKER_FLOWER_BASIC_AUTH": login})
+    _say(f"{WORKERS} workers        {CONCURRENCY} threads each; logs in {work}")
+    for i in range(1, WORKERS + 1):
+        procs.wait_ready(f"worker-{i}", lambda log: " ready." in log.read_text(errors="replace"))
+    if with_flower:
+        procs.wait_ready("flower", lambda _: _answers(f"http://127.0.0.1:{port}/healthcheck"))
+        user, _, password = login.partition(":")
+        _say(f"Flower           http://127.0.0.1:{port}  (user {user}, password {password})")
 
     client = Client(Settings.from_env(env), load_profiles(apis, env, with_secrets=False))
-    repeats = max(2, job_count // 10)
-    first = job_count - repeats
-    again = [n for n in range(1, first + 1) if plan(n) == [200]][:repeats]
-    _say(f"syncing {first} tracks, then {len(again)} of them again (the cache answers those)")
-    view = ProgressView(first + len(again), stream=sys.stdout, every_s=2.0)
+    sync = Sync.of(job_count)
+    _say(f"syncing {sync.tracks} tracks and {sync.playlists} playlists ({sync.pages} pages), "
+         f"then {len(sync.again)} of the tracks again (the cache answers those)")
+    view = ProgressView(sync.total, stream=sys.stdout, every_s=2.0)
     try:
-        sync = client.submit_many((_job(n) for n in range(1, first + 1)), name="demo-sync").batch
-        done = _follow(sync, view, Counts(), workers, job_count)
-        repeat = client.submit_many((_job(n, "again") for n in again), name="demo-repeat").batch
-        _follow(repeat, view, done, workers, job_count)
+        first = client.submit_many(sync.first_jobs(), name="demo-sync").batch
+        done = _follow(first, view, Counts(), procs, job_count)
+        again = client.submit_many((_track(n, "again") for n in sync.again), name="demo-again").batch
+        _follow(again, view, done, procs, job_count)
     finally:
         view.close()
-    records = [*sync.results(), *repeat.results()]
+    records = [*first.results(), *again.results()]
     out = Path.cwd() / RESULTS_FILE
     with open(out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
-    for line in _summary(records, handler, len(api.hits()), time.monotonic() - began, out):
+    for line in _summary(records, handler, time.monotonic() - began, out):
         _say(line)
 
 
-def _job(n: int, label: str = "track") -> dict[str, Any]:
+def _track(n: int, label: str = "track") -> dict[str, Any]:
     return {"api": "demo", "path": f"/tracks/{n}", "key": f"{label}-{n}"}
 
 
-def _follow(batch: Batch, view: ProgressView, before: Counts, workers: _Workers,
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _follow(batch: Batch, view: ProgressView, before: Counts, procs: _Processes,
             job_count: int) -> Counts:
     """Wait for a batch, showing it on ``view`` after the ``before`` jobs already done."""
 
     def shown(now: Counts) -> None:
-        workers.check()
+        procs.check()
         view.update(Counts(now.pending, now.retrying, before.succeeded + now.succeeded,
                            before.failed + now.failed))
 
@@ -176,74 +211,82 @@ def _follow(batch: Batch, view: ProgressView, before: Counts, workers: _Workers,
     return Counts(0, 0, before.succeeded + now.succeeded, before.failed + now.failed)
 
 
-def _summary(records: list[dict[str, Any]], handler: DemoAPI, requests: int, wall_s: float,
-             out: Path) -> list[str]:
+def _summary(records: list[dict[str, Any]], api: DemoAPI, wall_s: float, out: Path) -> list[str]:
     failed = [r for r in records if not r.get("ok")]
     why = Counter(
         f"HTTP {r['error'].get('status_code')}"
         + (" until retries ran out" if "max retries" in r["error"].get("message", "") else "")
         for r in failed if isinstance(r.get("error"), dict))
-    served_5xx = sum(n for status, n in handler.served.items() if status >= 500)
+    pages = [r for r in records if "page" in r]
+    served = api.served
     return [
         f"done in {wall_s:.1f} s",
-        f"  succeeded   {len(records) - len(failed):>6}",
-        f"  failed      {len(failed):>6}  by design: "
+        f"  succeeded      {len(records) - len(failed):>6}",
+        f"  failed         {len(failed):>6}  by design: "
         + (", ".join(f"{n} x {what}" for what, n in sorted(why.items())) or "none"),
-        f"  retries     {sum(max((r.get('attempts') or 1) - 1, 0) for r in records):>6}"
-        "  (attempts after the first)",
-        f"  cache hits  {sum(1 for r in records if r.get('from_cache')):>6}"
-        "  (answered from the shared Redis cache)",
-        f"  API served  {requests:>6}  requests, of them {handler.served[429]} x 429"
-        f" (Retry-After: 1) and {served_5xx} x 5xx",
+        f"  retries        {sum(max((r.get('attempts') or 1) - 1, 0) for r in records):>6}"
+        "  attempts after the first",
+        f"  cache hits     {sum(1 for r in records if r.get('from_cache')):>6}"
+        "  answered from the shared Redis cache",
+        f"  pages          {len(pages):>6}  of {len({r.get('key') for r in pages})} paginated playlists",
+        f"  tokens issued  {api.tokens_issued:>6}  for the whole fleet ({WORKERS} workers x "
+        f"{CONCURRENCY} threads), each good for {TOKEN_LIFETIME_S} s",
+        f"  429 over limit {api.over_limit:>6}  the API allows {RATE_PER_S}/s; the workers share "
+        "one budget",
+        f"  429 planned    {served[429] - api.over_limit:>6}  with Retry-After: 1, which pauses the"
+        " whole fleet",
+        f"  API served     {sum(served.values()):>6}  requests: "
+        + ", ".join(f"{n} x {status}" for status, n in sorted(served.items())),
         f"results: {out}",
+        "  one JSON result per line, kept after the private Redis is gone; for example:",
+        f"  head -n 3 {out.name}",
+        f"  jq -c '{{key, ok, status_code, attempts, from_cache, page}}' {out.name} | less",
+        f"  jq -c 'select(.ok | not) | {{key, status_code, error: .error.message}}' {out.name}",
+        f"  jq -c 'select(.page) | {{key, page, tracks: (.body.items | length)}}' {out.name}",
     ]
 
 
-class _Workers:
-    """The demo's worker processes, each in a process group of its own, logging to ``work``."""
+class _Processes:
+    """The demo's child processes (`reqworker ...`), each in a process group of its own."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def log(self, i: int) -> Path:
-        return self.work / f"worker-{i}.log"
+    def log(self, name: str) -> Path:
+        return self.work / f"{name}.log"
 
-    def start(self, env: dict[str, str]) -> None:
-        for i in range(1, WORKERS + 1):
-            with open(self.log(i), "wb") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "producer.cli", "worker", "--concurrency",
-                     str(CONCURRENCY), "--hostname", f"demo{i}@%h"],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True))
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        with open(self.log(name), "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "producer.cli", *args], env=env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def wait_ready(self, within_s: float = 60.0) -> None:
+    def wait_ready(self, name: str, ready: Callable[[Path], bool], within_s: float = 60.0) -> None:
         deadline = time.monotonic() + within_s
-        while not all(" ready." in self.log(i).read_text(errors="replace")
-                      for i in range(1, len(self.procs) + 1)):
+        while not ready(self.log(name)):
             self.check()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not start within {within_s:g} s; "
-                                   f"see their logs in {self.work}")
+                raise RuntimeError(f"{name} did not start within {within_s:g} s; "
+                                   f"see {self.log(name)}")
             time.sleep(0.1)
 
     def check(self) -> None:
-        for i, proc in enumerate(self.procs, start=1):
+        for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"worker {i} exited with code {proc.returncode}; "
-                                   f"see {self.log(i)}")
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; "
+                                   f"see {self.log(name)}")
 
     def stop(self) -> None:
-        """SIGTERM each worker's process group, SIGKILL what is left after ``STOP_GRACE_S``."""
-        for proc in self.procs:
+        """SIGTERM each process group, SIGKILL what is left after ``STOP_GRACE_S``."""
+        for proc in self.procs.values():
             if proc.returncode is None:
                 _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.procs:
+        for proc in self.procs.values():
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            _signal_group(proc, signal.SIGKILL)  # the worker, or anything it left in its group
+            _signal_group(proc, signal.SIGKILL)  # the process, or anything it left in its group
             proc.wait()
 
 

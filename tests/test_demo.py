@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import REPO
 
@@ -49,38 +50,52 @@ def _redis_port(out: str) -> str:
     return match.group(1)
 
 
+def _line(label: str, number: int) -> str:
+    return rf"^  {label}\s+{number}(\s|$)"
+
+
 def test_the_demo_runs_end_to_end_and_stops_all_it_started(tmp_path: Path) -> None:
     env = _demo_env(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "producer.cli", "demo", "--jobs", "40"], env=env,
-                          cwd=tmp_path, text=True, capture_output=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "producer.cli", "demo", "--jobs", "40", "--no-flower"],
+                          env=env, cwd=tmp_path, text=True, capture_output=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert _redis_port(out) != "6379"
-    for label in ("succeeded", "failed", "retries", "cache hits", "API served", "results:"):
-        assert re.search(rf"^\s*{label}", out, re.MULTILINE), (label, out)
-    assert "done in " in out and "stopped the workers" in out
+    assert "Flower" not in out
+    assert "done in " in out and "stopped the workers, the demo API and the private Redis" in out
 
-    # 36 tracks then 4 of them again. Of tracks 1..36, 25 answers 404 and 17 is always
-    # 503; 3, 13, 23, 33 fail once, 6, 16, 26, 36 twice, 9 gets one 429, 17 retries 4 times.
-    assert re.search(r"^\s*succeeded\s+38$", out, re.MULTILINE), out
-    assert re.search(r"^\s*failed\s+2\s", out, re.MULTILINE), out
-    assert re.search(r"^\s*retries\s+17\s", out, re.MULTILINE), out
-    assert re.search(r"^\s*cache hits\s+4\s", out, re.MULTILINE), out
-    assert re.search(r"API served\s+53\s+requests, of them 1 x 429 .* and 17 x 5xx", out), out
+    # 2 playlists (2 and 3 pages), 34 tracks, then 4 of them again. Of tracks 1..34, 25
+    # answers 404 and 17 is always 503 (4 retries); 9 gets one 429, 3 and 23 one 500,
+    # 6 and 26 a 502 then a 503. The run is far shorter than a token's 20 s.
+    expected = {"succeeded": 41, "failed": 2, "retries": 11, "cache hits": 4, "pages": 5,
+                "tokens issued": 1, "429 over limit": 0, "429 planned": 1, "API served": 50}
+    for label, number in expected.items():
+        assert re.search(_line(label, number), out, re.MULTILINE), (label, number, out)
+    assert "requests: 37 x 200, 1 x 404, 1 x 429, 2 x 500, 2 x 502, 7 x 503" in out, out
+    assert "by design: 1 x HTTP 404, 1 x HTTP 503 until retries ran out" in out, out
+
+    apis = re.search(r"^profile 'demo'\s+(\S+)", out, re.MULTILINE)
+    assert apis, out
+    profile = Path(apis.group(1)).read_text()
+    assert 'kind = "oauth2"' in profile and 'rate_limit = "150/s"' in profile
+    assert 'client_secret = "${DEMO_CLIENT_SECRET}"' in profile
 
     results = tmp_path / "reqworker-demo-results.jsonl"
-    assert str(results) in out
+    assert str(results) in out and "jq -c 'select(.ok | not)" in out
     records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len(records) == 40
+    assert len(records) == 43
     failed = {r["key"]: r for r in records if not r["ok"]}
     assert set(failed) == {"track-25", "track-17"}
     assert failed["track-25"]["error"]["status_code"] == 404
     assert "max retries exceeded" in failed["track-17"]["error"]["message"]
     assert {r["key"] for r in records if r["from_cache"]} == {f"again-{n}" for n in (1, 2, 4, 5)}
+    pages = sorted((r["key"], r["page"], len(r["body"]["items"])) for r in records if "page" in r)
+    assert pages == [("playlist-1", 1, 50), ("playlist-1", 2, 20), ("playlist-2", 1, 50),
+                     ("playlist-2", 2, 50), ("playlist-2", 3, 20)]
     assert _left_behind(env, _redis_port(out)) == []
 
 
-def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_demo_flower_and_everything_it_started(tmp_path: Path) -> None:
     env = _demo_env(tmp_path)
     # its own session, as a terminal's foreground job: Ctrl-C reaches the demo and its redis-server
     demo = subprocess.Popen([sys.executable, "-m", "producer.cli", "demo", "--jobs", "5000"],
@@ -95,6 +110,12 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None
                 break
         out = "".join(seen)
         assert " done, " in out, out
+        flower = re.search(r"^Flower\s+(http://127\.0\.0\.1:\d+)\s+\(user (\S+), password (\S+)\)",
+                           out, re.MULTILINE)
+        assert flower, out
+        url, user, password = flower.groups()
+        assert requests.get(url + "/workers", timeout=30).status_code == 401
+        assert requests.get(url + "/workers", auth=(user, password), timeout=30).status_code == 200
         os.killpg(demo.pid, signal.SIGINT)
         out += demo.stdout.read()
         assert demo.wait(timeout=60) == 130, out
@@ -102,6 +123,6 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-    assert "interrupted" in out and "stopped the workers" in out
+    assert "interrupted" in out and "stopped the workers, Flower," in out
     assert not (tmp_path / "reqworker-demo-results.jsonl").exists()
     assert _left_behind(env, _redis_port(out)) == []
