@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,3 +126,111 @@ def every_value(client: redis.Redis) -> dict[str, str]:
             value = client.dump(key)
         out[key.decode()] = repr(value)
     return out
+
+
+#: Seconds a hanging token request waits for its release at most (a hang guard).
+HANG_S = 60.0
+
+
+@dataclass
+class Realm:
+    """One API and its token endpoint, under ``/<name>/`` of a ``FleetProvider``.
+
+    The endpoint grants client-credentials tokens numbered from 1; the API (``/<name>/api/...``)
+    answers 200 only to the newest token, and 401 to any other.
+    """
+
+    name: str
+    expires_in: int = 600
+    #: The API refuses token n (from 1) once it has accepted it this many times: the token
+    #: "expires" at the server at a request the test chooses, not at a wall-clock time.
+    accept_limit: dict[int, int] = field(default_factory=dict)
+    #: Token requests (numbered from 1) that hang until ``release`` is set, then get a reset.
+    hang: frozenset[int] = frozenset()
+    #: What the token endpoint answers instead of a grant (e.g. 401 invalid_client).
+    refusal: Reply | None = None
+    #: Called with each token request and its number, before it is answered.
+    on_token: Callable[[int, Hit], None] | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    issued: list[str] = field(default_factory=list)
+    #: Requests the API accepted, by token number.
+    accepted: Counter[int] = field(default_factory=Counter)
+    #: Requests the API answered 401.
+    refused: list[Hit] = field(default_factory=list)
+    token_requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def token(self, hit: Hit) -> Reply:
+        with self._lock:
+            self.token_requests += 1
+            n = self.token_requests
+        if self.on_token is not None:
+            self.on_token(n, hit)
+        if n in self.hang:
+            self.release.wait(HANG_S)
+            return Reply(reset=True)
+        if self.refusal is not None:
+            return self.refusal
+        with self._lock:
+            self.issued.append(f"{self.name}-access-{len(self.issued) + 1}-{secrets.token_hex(12)}")
+            access = self.issued[-1]
+        return Reply(json={"access_token": access, "token_type": "Bearer", "expires_in": self.expires_in})
+
+    def revoke(self) -> None:
+        """The API refuses the newest token from now on, as if the provider revoked it."""
+        with self._lock:
+            n = len(self.issued)
+            self.accept_limit[n] = self.accepted[n]
+
+    def answer(self, hit: Hit) -> Reply:
+        presented = hit.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            n = len(self.issued)
+            good = n > 0 and presented == self.issued[-1] and \
+                self.accepted[n] < self.accept_limit.get(n, math.inf)
+            if good:
+                self.accepted[n] += 1
+            else:
+                self.refused.append(hit)
+        if not good:
+            return Reply(401, json={"error": {"status": 401, "message": "invalid access token"}})
+        return Reply(json={"path": hit.path, "token": n})
+
+
+class FleetProvider:
+    """Several realms (one per profile) on one loopback server."""
+
+    def __init__(self, *realms: Realm) -> None:
+        self.realms = {realm.name: realm for realm in realms}
+        self.api = LoopbackAPI(fallback=self._answer)
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def profile_toml(self, name: str, *, timeout: float = 5) -> str:
+        """An ``apis.toml`` entry for realm ``name``, with client credentials from ``ENV``."""
+        return f"""
+[apis.{name}]
+base_url = "{self.url}/{name}/api"
+timeout = {timeout}
+backoff = {{ start = 0.05, factor = 2, count = 3 }}
+
+[apis.{name}.auth]
+kind = "oauth2"
+token_url = "{self.url}/{name}/token"
+client_id = "${{CID}}"
+client_secret = "${{CSECRET}}"
+test_expiry = 1
+"""
+
+    def _answer(self, hit: Hit) -> Reply | None:
+        name, _, rest = hit.path.lstrip("/").partition("/")
+        realm = self.realms.get(name)
+        if realm is None:
+            return None
+        if rest == "token" and hit.method == "POST":
+            return realm.token(hit)
+        if rest.startswith("api/"):
+            return realm.answer(hit)
+        return None
