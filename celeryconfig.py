@@ -41,6 +41,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": 5,
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        # Countdowns (backoff, rate-budget waits) fire within 0.1 s of being due, not 1 s.
+        "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -1,8 +1,9 @@
 """Holding a job until its profile's shared rate budget, pause and concurrency cap let it go.
 
-A job that waits here has not failed: waiting spends no attempt. Short waits sleep in
-the worker; longer ones go back to the queue with a countdown, so no worker slot is
-held for long and nothing spins against Redis.
+A job that waits here has not failed: waiting spends no attempt. A job whose slot of
+the shared budget is due within half a second reserves it and sleeps until then;
+longer waits go back to the queue with a countdown, so no worker slot is held for
+long, waiting jobs never race each other for the next slot, and nothing spins.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from dataclasses import dataclass
 from worker.profiles import Profile
 from worker.ratelimit import RateLimiter
 
-#: Waits up to this many seconds are slept in the worker rather than requeued.
+#: A slot of the rate budget at most this many seconds ahead is reserved and slept for
+#: in the worker; a later one sends the job back to the queue with a countdown.
 SHORT_WAIT_S = 0.5
-#: Short waits in a row before the job goes back to the queue anyway.
-MAX_SHORT_WAITS = 8
 #: Countdown of a job that found every concurrency slot taken.
 SLOT_WAIT_S = 0.5
 
@@ -69,23 +69,23 @@ class Gate:
             if slot is None:
                 return Wait(SLOT_WAIT_S * (1 + self._jitter()),
                             f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
-        for _ in range(MAX_SHORT_WAITS):
-            wait_s, paused = self.limiter.admission(profile)
+        wait_s, paused, reserved = self.limiter.admission(profile, reserve_s=SHORT_WAIT_S)
+        if reserved:
             if wait_s <= 0:
                 return Pass(slot)
-            if paused and wait_s > profile.backoff.retry_after_max_s:
-                self.leave(profile, Pass(slot))
-                return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
-                            f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True)
-            if wait_s > SHORT_WAIT_S:
-                self.leave(profile, Pass(slot))
-                # No countdown may outlast what the broker's visibility timeout was checked for.
-                countdown = min(wait_s * (1 + 0.1 * self._jitter()), profile.backoff.longest_countdown_s)
-                why = "paused (Retry-After)" if paused else "waiting for the shared rate budget"
-                return Wait(countdown, f"profile {profile.name!r} {why}")
-            self._sleep(wait_s * (1 + 0.1 * self._jitter()))
+            self._sleep(wait_s)
+            # A pause that began while this job waited for its slot holds it back too.
+            wait_s, paused = self.limiter.paused_for(profile.name), True
+            if wait_s <= 0:
+                return Pass(slot)
         self.leave(profile, Pass(slot))
-        return Wait(SHORT_WAIT_S, f"profile {profile.name!r} is busy: waiting for the shared rate budget")
+        if paused and wait_s > profile.backoff.retry_after_max_s:
+            return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
+                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True)
+        # No countdown may outlast what the broker's visibility timeout was checked for.
+        countdown = min(wait_s * (1 + 0.1 * self._jitter()), profile.backoff.longest_countdown_s)
+        why = "paused (Retry-After)" if paused else "waiting for the shared rate budget"
+        return Wait(countdown, f"profile {profile.name!r} {why}")
 
     def leave(self, profile: Profile, ticket: Pass) -> None:
         if ticket.slot is not None:

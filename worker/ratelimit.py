@@ -40,23 +40,26 @@ end
 """
 
 # KEYS: rate, pause. ARGV: interval_us (0 = no rate limit), burst, now_us or ''.
-# Returns {microseconds to wait, 1 when the wait is a pause}; {0, 0} means go now
-# (one emission consumed).
+# KEYS: rate, pause. ARGV: interval_us (0 = no rate limit), burst, now_us or '', reserve_us.
+# Returns {microseconds to wait, 1 when the wait is a pause, 1 when the slot is taken}.
+# A slot at most reserve_us ahead is taken (reserved) for the caller, who then waits
+# for it and goes without asking again; a later slot takes nothing.
 _ADMIT = _CLOCK + """
 local now = now_us(ARGV[3])
 local paused = tonumber(redis.call('GET', KEYS[2]))
-if paused and paused > now then return {paused - now, 1} end
+if paused and paused > now then return {paused - now, 1, 0} end
 local interval = tonumber(ARGV[1])
-if interval <= 0 then return {0, 0} end
+if interval <= 0 then return {0, 0, 1} end
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then return {allow_at - now, 0} end
+local wait = new_tat - interval * burst - now
+if wait > tonumber(ARGV[4]) then return {wait, 0, 0} end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat))
 keep_until(KEYS[1], new_tat)
-return {0, 0}
+if wait < 0 then wait = 0 end
+return {wait, 0, 1}
 """
 
 # KEYS: pause. ARGV: seconds_us, now_us or ''. Returns the pause now in force (us).
@@ -92,10 +95,12 @@ return {string.format('%.0f', now), redis.call('GET', KEYS[1]) or '',
 
 
 class Admission(NamedTuple):
-    """The limiter's answer: seconds to wait (0 = go now), and whether a pause is why."""
+    """The limiter's answer: seconds to wait, whether a pause is why, whether a slot is held."""
 
     wait_s: float
     paused: bool
+    #: The request's slot is taken: go after ``wait_s`` without asking again.
+    reserved: bool = False
 
 
 class GcraStep(NamedTuple):
@@ -221,13 +226,20 @@ class RateLimiter:
         """
         return self.admission(profile, now_s).wait_s
 
-    def admission(self, profile: Profile, now_s: float | None = None) -> Admission:
-        """Like ``admit``, also saying whether the wait is a fleet-wide pause."""
+    def admission(
+        self, profile: Profile, now_s: float | None = None, *, reserve_s: float = 0.0
+    ) -> Admission:
+        """Like ``admit``, also saying whether the wait is a fleet-wide pause.
+
+        With ``reserve_s``, a slot due within that many seconds is taken for the caller
+        (``reserved``): it waits ``wait_s`` and then goes, with no second ask. Waiting
+        threads so queue up for successive slots instead of racing for the next one.
+        """
         interval = emission_interval_us(profile.rate_limit) if profile.rate_limit else 0
         keys = [self.keys.rate(profile.name), self.keys.pause(profile.name)]
-        args = [interval, profile.rate_burst, _now_arg(now_s)]
-        wait_us, paused = self._admit(keys=keys, args=args)
-        return Admission(int(wait_us) / US, bool(int(paused)))
+        args = [interval, profile.rate_burst, _now_arg(now_s), math.floor(reserve_s * US)]
+        wait_us, paused, reserved = self._admit(keys=keys, args=args)
+        return Admission(int(wait_us) / US, bool(int(paused)), bool(int(reserved)))
 
     def pause(self, profile_name: str, seconds: float, now_s: float | None = None) -> float:
         """Hold every request to a profile for ``seconds``; returns the pause now in force.

@@ -1,0 +1,98 @@
+"""The gate before each attempt: reserve and sleep briefly, or go back to the queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from worker.admission import SHORT_WAIT_S, Gate, Pass, Wait
+from worker.durations import parse_rate
+from worker.profiles import Backoff, Profile
+from worker.ratelimit import Admission
+
+
+@dataclass
+class FakeLimiter:
+    """Answers the gate's questions from a script; records what it was asked."""
+
+    answers: list[Admission]
+    pause_after_sleep_s: float = 0.0
+    slots_free: bool = True
+    released: list[str] = field(default_factory=list)
+    reserve_asked: list[float] = field(default_factory=list)
+
+    def admission(self, profile: Profile, now_s: float | None = None, *,
+                  reserve_s: float = 0.0) -> Admission:
+        self.reserve_asked.append(reserve_s)
+        return self.answers.pop(0)
+
+    def paused_for(self, name: str) -> float:
+        return self.pause_after_sleep_s
+
+    def try_acquire_slot(self, profile: Profile, lease_s: float) -> str | None:
+        return "slot-1" if self.slots_free else None
+
+    def release_slot(self, name: str, token: str) -> None:
+        self.released.append(token)
+
+
+PROFILE = Profile(name="api", base_url="http://x", rate_limit=parse_rate("10/s"),
+                  backoff=Backoff(0.5, 1.5, 10))
+
+
+def gate(limiter: FakeLimiter, slept: list[float]) -> Gate:
+    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0)  # type: ignore[arg-type]
+
+
+def test_a_free_slot_goes_at_once() -> None:
+    slept: list[float] = []
+    limiter = FakeLimiter([Admission(0.0, False, True)])
+    assert gate(limiter, slept).enter(PROFILE) == Pass(None)
+    assert slept == [] and limiter.reserve_asked == [SHORT_WAIT_S]
+
+
+def test_a_reserved_slot_is_slept_for_then_goes_without_asking_again() -> None:
+    slept: list[float] = []
+    limiter = FakeLimiter([Admission(0.3, False, True)])
+    assert gate(limiter, slept).enter(PROFILE) == Pass(None)
+    assert slept == [0.3]
+
+
+def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:
+    slept: list[float] = []
+    limiter = FakeLimiter([Admission(0.3, False, True)], pause_after_sleep_s=4.0)
+    ticket = gate(limiter, slept).enter(PROFILE)
+    assert isinstance(ticket, Wait) and not ticket.fail
+    assert ticket.seconds == 4.0 and "paused" in ticket.reason
+
+
+def test_a_slot_beyond_the_horizon_goes_back_to_the_queue_without_sleeping() -> None:
+    slept: list[float] = []
+    ticket = gate(FakeLimiter([Admission(2.5, False, False)]), slept).enter(PROFILE)
+    assert ticket == Wait(2.5, "profile 'api' waiting for the shared rate budget")
+    assert slept == []
+
+
+def test_a_countdown_never_exceeds_the_profiles_longest() -> None:
+    ticket = gate(FakeLimiter([Admission(3600.0, False, False)]), []).enter(PROFILE)
+    assert isinstance(ticket, Wait)
+    assert ticket.seconds == pytest.approx(PROFILE.backoff.longest_countdown_s)
+
+
+def test_a_pause_longer_than_the_profile_allows_fails_the_job() -> None:
+    ticket = gate(FakeLimiter([Admission(10_000.0, True, False)]), []).enter(PROFILE)
+    assert isinstance(ticket, Wait) and ticket.fail and "paused for 10000.0 s" in ticket.reason
+
+
+def test_all_concurrency_slots_taken_means_a_short_countdown() -> None:
+    capped = Profile(name="api", base_url="http://x", concurrency=2)
+    ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped)
+    assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+
+
+def test_a_held_slot_is_released_when_the_job_goes_back() -> None:
+    capped = Profile(name="api", base_url="http://x", concurrency=2, rate_limit=parse_rate("1/s"))
+    limiter = FakeLimiter([Admission(5.0, False, False)])
+    assert isinstance(gate(limiter, []).enter(capped), Wait)
+    assert limiter.released == ["slot-1"]
