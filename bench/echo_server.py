@@ -3,17 +3,76 @@
 The bench's "fast local API": one asyncio process, one write per response and
 TCP_NODELAY, so neither the server nor Nagle's algorithm is what a run measures.
 Run ``python -m bench.echo_server``; it prints its port on the first line of stdout.
+
+With ``--limit 50`` it is a rate-limited API as well: at most 50 requests are answered
+200 in any sliding window of ``--window`` seconds (1 by default); beyond that it answers
+429 with ``Retry-After: 1``. Only the answered requests count against the window. It
+logs the arrival time (``time.time()``, taken when the request head has been read) and
+the status of every request, which ``GET /_stats`` returns as JSON and ``GET /_reset``
+clears. Paths under ``/_`` are neither limited nor logged.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import collections
+import functools
 import json
 import socket
 import sys
+import time
+from typing import Any
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class SlidingWindow:
+    """At most ``limit`` accepted requests in any ``window_s`` seconds; logs every request."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._recent: collections.deque[float] = collections.deque()
+        self.ok: list[float] = []
+        self.refused: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        while self._recent and self._recent[0] <= now - self.window_s:
+            self._recent.popleft()
+        if len(self._recent) >= self.limit:
+            self.refused.append(now)
+            return False
+        self._recent.append(now)
+        self.ok.append(now)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"limit": self.limit, "window_s": self.window_s, "ok": self.ok, "refused": self.refused}
+
+
+def _response(status: str, body: dict[str, Any], extra: bytes = b"") -> bytes:
+    data = json.dumps(body).encode()
+    return (b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: application/json\r\n" + extra
+            + b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+
+
+def _answer(method: str, target: str, limiter: SlidingWindow | None) -> bytes:
+    if limiter is not None:
+        if target.startswith("/_"):
+            if target == "/_reset":
+                limiter.reset()
+            return _response("200 OK", limiter.stats())
+        if not limiter.allow(time.time()):
+            message = f"rate limit: {limiter.limit} requests per {limiter.window_s:g} s"
+            return _response("429 Too Many Requests", {"error": {"message": message}},
+                             b"Retry-After: 1\r\n")
+    return _response("200 OK", {"ok": True, "method": method, "path": target})
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limiter: SlidingWindow | None = None) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -29,11 +88,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     length = int(value.strip())
             if length:
                 await reader.readexactly(length)
-            body = json.dumps({"ok": True, "method": method, "path": target}).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
+            writer.write(_answer(method, target, limiter))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass
@@ -41,15 +96,21 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def _main() -> None:
-    server = await asyncio.start_server(_serve, "127.0.0.1", 0, backlog=1024)
+async def _main(limiter: SlidingWindow | None) -> None:
+    server = await asyncio.start_server(functools.partial(_serve, limiter=limiter), "127.0.0.1", 0,
+                                        backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="requests answered per window")
+    parser.add_argument("--window", type=float, default=1.0, help="seconds of the sliding window")
+    args = parser.parse_args()
     try:
-        asyncio.run(_main())
+        asyncio.run(_main(SlidingWindow(args.limit, args.window) if args.limit else None))
     except KeyboardInterrupt:
         sys.exit(0)

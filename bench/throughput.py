@@ -7,7 +7,8 @@ fast local API (bench/echo_server.py) and, one side at a time, a real worker wit
 same settings (threads pool, same concurrency, the project's ``celeryconfig``). Each
 job GETs a URL of its own, so the GET cache never hits. A run is timed from the first
 enqueue to the moment the last result is stored (seen by polling the result keys with
-MGET). Sides alternate and repeat; the medians and ratios go to bench/RESULTS.md.
+MGET). Sides alternate and repeat; the medians and ratios go to the ``throughput``
+section of bench/RESULTS.md (see bench/results.py).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.results import RESULTS, write_section  # noqa: E402
+
 GOAL = 0.9
-#: RESULTS.md keeps everything from this line on (hand-written analysis) when rewritten.
-NOTES = "<!-- notes: kept when bench/throughput.py rewrites this file -->"
+#: This script's section of RESULTS.md (the hand-written notes after it are kept).
+SECTION = "throughput"
 PY = sys.executable
 
 
@@ -92,7 +96,12 @@ class Worker:
                 self.proc.wait()
 
 
-def wait_done(r: Any, ids: list[str], worker: Worker, poll_s: float, limit_s: float = 900) -> int:
+class Alive(Protocol):
+    def alive(self) -> None:
+        """Raise when what runs the jobs has died."""
+
+
+def wait_done(r: Any, ids: list[str], worker: Alive, poll_s: float, limit_s: float = 900) -> int:
     """Poll the result keys in bulk until every job has a final state; returns the failures."""
     pending, failed = [f"celery-task-meta-{i}" for i in ids], 0
     deadline = time.monotonic() + limit_s
@@ -167,7 +176,7 @@ def machine() -> str:
 def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> str:
     base = statistics.median(x["jobs_s"] for x in runs["baseline"])
     lines = [
-        "# Benchmark: throughput of uncached GETs\n",
+        "## Throughput of uncached GETs\n",
         "Goal: 2,000 uncached GETs against a fast local API through reqworker versus a plain Celery "
         "task that only calls `requests.get`, same broker and worker settings, in one run; "
         f"ratio (reqworker jobs/s / baseline jobs/s) >= {GOAL}.\n",
@@ -205,7 +214,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loglevel", default="INFO", help="worker log level (INFO is reqworker's default)")
     parser.add_argument("--poll", type=float, default=0.02, help="seconds between result polls")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
 
@@ -218,7 +227,12 @@ def main() -> int:
         started.append(redis_server.stop)
         server = subprocess.Popen([PY, "-m", "bench.echo_server"], cwd=ROOT, stdout=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        started.append(lambda: (server.terminate(), server.wait()))
+
+        def stop_server() -> None:
+            server.terminate()
+            server.wait()
+
+        started.append(stop_server)
         assert server.stdout is not None
         api = f"http://127.0.0.1:{int(server.stdout.readline())}"
         apis = Path(tmp.name) / "apis.toml"
@@ -241,9 +255,7 @@ def main() -> int:
                 print(f"run {n + 1}/{args.repeat} {side.name:<24} {res['jobs_s']:7.0f} jobs/s "
                       f"wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job", flush=True)
         text = report(args, runs, header)
-        old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"
-        args.out.write_text(f"{text}\n{notes}", encoding="utf-8")
+        write_section(SECTION, text, args.out)
         print(f"\n{text}\nwritten to {args.out}")
         return 0
     finally:

@@ -1,0 +1,298 @@
+"""Bulk enqueue: jobs from a JSON Lines file through reqworker's own enqueue path, against a
+loop of ``send_task`` on one producer connection, in one run.
+
+    .venv/bin/python bench/enqueue.py [--jobs 50000] [--repeat 3] [--rss-jobs 50000,200000]
+                                       [--cprofile FILE]
+
+A private redis-server and no workers: only the producer is measured.
+
+- reqworker: ``Client.submit_numbered(read_jobs(file))``, what ``reqworker enqueue FILE`` runs:
+  read and decode each line, validate it (``parse_job``), record the batch, claim each GET's
+  fingerprint (duplicates run once), and LPUSH the task messages in pipelined chunks.
+  Timed from opening the file to the batch marked enqueued.
+- send_task loop: ``producer.publish.CeleryPublisher``, one ``app.send_task`` per job on one
+  producer connection, with this app's Celery settings (``celeryconfig``: a task-sent event
+  per job). Same job messages (kwargs and kwargsrepr), decoded and validated before the
+  clock starts; no batch record. Only the loop is timed.
+
+The queue and every reqworker key are deleted between runs; sides alternate. Peak RSS
+growth of the reqworker path is measured in a fresh process per size (``--rss-jobs``):
+VmHWM after the enqueue minus VmRSS before it, with the peak reset first (``5`` written to
+``/proc/self/clear_refs``). The results go to the ``enqueue`` section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.results import RESULTS, write_section  # noqa: E402
+from bench.throughput import PY, machine  # noqa: E402
+
+#: This script's section of RESULTS.md.
+SECTION = "enqueue"
+GOAL_JOBS_S = 10_000
+GOAL_RATIO = 10.0
+PROFILE = "bench"
+BULK = "reqworker (Client.submit_numbered)"
+LOOP = "send_task loop"
+
+
+def job_line(i: int) -> str:
+    """One job of the bench's file: a distinct GET with a query parameter and a key."""
+    return json.dumps({"api": PROFILE, "path": f"/items/{i}", "params": {"fields": "id,name"},
+                       "key": f"row-{i}"})
+
+
+def write_jobs(path: Path, count: int) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(count):
+            out.write(job_line(i) + "\n")
+    return path
+
+
+def status_kb(field: str) -> int:
+    """A ``VmRSS``/``VmHWM``-style field of /proc/self/status, in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def bulk(client: Any, path: Path) -> float:
+    """reqworker's path, as ``reqworker enqueue`` runs it; returns the seconds it took."""
+    from producer.jsonl import read_jobs
+
+    t0 = time.perf_counter()
+    with open(path, encoding="utf-8") as lines:
+        report = client.submit_numbered(read_jobs(lines), name="enqueue bench")
+    elapsed = time.perf_counter() - t0
+    if report.rejected:
+        raise RuntimeError(f"{len(report.rejected)} lines refused, first: {report.rejected[0]}")
+    return elapsed
+
+
+def loop_messages(path: Path, profiles: Any) -> list[Any]:
+    """The same messages the bulk path publishes, built before the loop's clock starts."""
+    from producer.jsonl import read_jobs
+    from producer.publish import Outgoing
+    from worker.jobs import parse_job
+
+    batch_id, out = uuid.uuid4().hex, []
+    with open(path, encoding="utf-8") as lines:
+        for _, raw in read_jobs(lines):
+            job = parse_job(raw, profiles)
+            kwargsrepr = json.dumps({"job": job.summary(), "batch_id": batch_id})
+            out.append(Outgoing(str(uuid.uuid4()), {"job": job.to_message(), "batch_id": batch_id},
+                                kwargsrepr))
+    return out
+
+
+def loop(app: Any, messages: list[Any]) -> float:
+    """One ``send_task`` per job on one producer connection; returns the seconds it took."""
+    from producer.publish import CeleryPublisher
+
+    t0 = time.perf_counter()
+    CeleryPublisher(app).publish(messages)
+    return time.perf_counter() - t0
+
+
+def clear(r: Any, queue: str, prefix: str) -> None:
+    """Delete the queue and every reqworker key (batch records, fingerprints)."""
+    r.delete(queue)
+    keys: list[bytes] = []
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        keys.append(key)
+        if len(keys) >= 1000:
+            r.unlink(*keys)
+            keys.clear()
+    if keys:
+        r.unlink(*keys)
+
+
+def shape(raw: bytes) -> tuple[Any, ...]:
+    """What a worker reads of a queued message (headers, task, kwargs' keys, route), not its ids.
+
+    Message properties are left out: ``send_task`` also copies ``kwargsrepr`` there.
+    """
+    import base64
+
+    msg = json.loads(raw)
+    body = json.loads(base64.b64decode(msg["body"]))
+    return (sorted(msg), sorted(msg["headers"]), msg["headers"]["task"], sorted(body[1]),
+            sorted(body[1]["job"]), msg["properties"]["delivery_info"], msg["content-type"])
+
+
+def rss_child(args: Any) -> int:
+    """In a fresh process: enqueue ``--jobs`` through the bulk path, print its peak RSS growth."""
+    from producer.client import Client
+
+    client = Client.from_env()
+    path = Path(args.file)
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
+    before = status_kb("VmRSS")
+    elapsed = bulk(client, path)
+    peak = status_kb("VmHWM")
+    print(json.dumps({"jobs": args.jobs, "jobs_s": args.jobs / elapsed, "rss_before_kb": before,
+                      "growth_kb": peak - before}))
+    return 0
+
+
+def rss_run(env: dict[str, str], tmp: Path, jobs: int) -> dict[str, float]:
+    path = write_jobs(tmp / f"rss-{jobs}.jsonl", jobs)
+    try:
+        out = subprocess.run([PY, str(Path(__file__).resolve()), "--rss-child", "--jobs", str(jobs),
+                              "--file", str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True, timeout=1800).stdout
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"memory run failed:\n{exc.stderr[-3000:]}") from None
+    finally:
+        path.unlink()
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def report(args: Any, runs: dict[str, list[float]], alike: bool, memory: list[dict[str, float]],
+           header: str) -> str:
+    rate = {name: statistics.median(args.jobs / s for s in secs) for name, secs in runs.items()}
+    ratio = rate[BULK] / rate[LOOP]
+    lines = [
+        f"## Bulk enqueue: {args.jobs:,} jobs to a local Redis\n",
+        "Goal: fast bulk enqueue, measured against a loop of `send_task`/`apply_async` in the same run: "
+        f">= {GOAL_JOBS_S:,} jobs/s to a local Redis, i.e. >= {GOAL_RATIO:g}x the loop.\n",
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, `.venv/bin/python bench/enqueue.py "
+        f"--jobs {args.jobs} --repeat {args.repeat} --rss-jobs {args.rss_jobs or '0'}`\n",
+        header,
+        f"- {args.jobs:,} jobs in a JSON Lines file, each a distinct GET like `{job_line(0)}`",
+        f"- {BULK}: `Client.submit_numbered(read_jobs(file))`, the path of `reqworker enqueue`: read and "
+        "decode each line, `parse_job`, batch record, fingerprint claim (HSETNX, duplicates run once), "
+        "task messages LPUSHed in pipelined chunks of 500; timed from opening the file to the batch "
+        "marked enqueued",
+        f"- {LOOP}: `producer.publish.CeleryPublisher`, `app.send_task` per job on one producer connection, "
+        "`celeryconfig` as committed (JSON, a task-sent event per job); the same messages (kwargs, "
+        "kwargsrepr), decoded and validated before its clock starts; no batch record",
+        "- private redis-server (no persistence), no workers; queue and reqworker keys deleted between "
+        "runs; sides alternate; median of the runs; queue length checked after each run; messages of the "
+        f"two sides alike (headers, task, kwargs, route): {'yes' if alike else 'NO'}\n",
+        "| side | jobs/s (median) | runs jobs/s | µs per job | ratio to the loop |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for name, secs in runs.items():
+        each = ", ".join(f"{args.jobs / s:,.0f}" for s in secs)
+        lines.append(f"| {name} | {rate[name]:,.0f} | {each} | {1e6 / rate[name]:.0f} | "
+                     f"{rate[name] / rate[LOOP]:.1f} |")
+    if memory:
+        lines += ["", "Peak RSS growth of the reqworker path, each size in a fresh process (VmHWM after "
+                  "minus VmRSS before, peak reset through `/proc/self/clear_refs`):", "",
+                  "| jobs | jobs/s | RSS before | peak RSS growth |", "| ---: | ---: | ---: | ---: |"]
+        for m in memory:
+            lines.append(f"| {int(m['jobs']):,} | {m['jobs_s']:,.0f} | {m['rss_before_kb'] / 1024:.1f} MiB | "
+                         f"{m['growth_kb'] / 1024:.1f} MiB |")
+    met = rate[BULK] >= GOAL_JOBS_S and ratio >= GOAL_RATIO
+    lines.append(f"\n**{rate[BULK]:,.0f} jobs/s, {ratio:.1f}x the loop**: goal (>= {GOAL_JOBS_S:,} jobs/s "
+                 f"and >= {GOAL_RATIO:g}x) {'met' if met else 'NOT met'}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-jobs", default="50000,200000",
+                        help="comma-separated sizes for the peak RSS runs; 0 or '' to skip them")
+    parser.add_argument("--cprofile", type=Path, default=None,
+                        help="also profile one more reqworker run and dump it here (python -m pstats)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
+
+    from producer.localredis import LocalRedis
+
+    started: list[Callable[[], None]] = []
+    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
+    try:
+        redis_server = LocalRedis().start()
+        started.append(redis_server.stop)
+        apis = Path(tmp.name) / "apis.toml"
+        apis.write_text(f'[apis.{PROFILE}]\nbase_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+        env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis)}
+        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+        import redis
+
+        from producer.client import Client
+
+        header = machine()
+        client = Client.from_env()
+        app, settings = client.app, client.settings
+        queue = app.conf.task_default_queue
+        r = redis.Redis.from_url(redis_server.url)
+        path = write_jobs(Path(tmp.name) / "jobs.jsonl", args.jobs)
+        messages = loop_messages(path, client.profiles)
+        sides: dict[str, Callable[[], float]] = {BULK: lambda: bulk(client, path),
+                                                 LOOP: lambda: loop(app, messages)}
+        runs: dict[str, list[float]] = {name: [] for name in sides}
+        shapes: dict[str, tuple[Any, ...]] = {}
+        for n in range(args.repeat):
+            for name in list(sides) if n % 2 == 0 else list(sides)[::-1]:
+                clear(r, queue, settings.key_prefix)
+                elapsed = sides[name]()
+                queued = r.llen(queue)
+                if queued != args.jobs:
+                    raise RuntimeError(f"{name}: {queued} messages queued, not {args.jobs}")
+                shapes[name] = shape(r.lindex(queue, 0) or b"")
+                runs[name].append(elapsed)
+                print(f"run {n + 1}/{args.repeat} {name:<36} {args.jobs / elapsed:9,.0f} jobs/s "
+                      f"({elapsed:.2f} s)", flush=True)
+        clear(r, queue, settings.key_prefix)
+        alike = shapes[BULK] == shapes[LOOP]
+        if not alike:
+            print(f"messages differ:\n  {shapes[BULK]}\n  {shapes[LOOP]}", file=sys.stderr)
+        if args.cprofile:
+            profiler = cProfile.Profile()
+            profiler.runcall(bulk, client, path)
+            clear(r, queue, settings.key_prefix)
+            profiler.dump_stats(args.cprofile)
+            pstats.Stats(str(args.cprofile)).sort_stats("tottime").print_stats(25)
+        memory = []
+        for size in (int(x) for x in str(args.rss_jobs).split(",") if x.strip() and int(x)):
+            memory.append(rss_run(env, Path(tmp.name), size))
+            clear(r, queue, settings.key_prefix)
+            print(f"peak RSS growth for {size:,} jobs: {memory[-1]['growth_kb'] / 1024:.1f} MiB "
+                  f"({memory[-1]['jobs_s']:,.0f} jobs/s)", flush=True)
+        text = report(args, runs, alike, memory, header)
+        write_section(SECTION, text, args.out)
+        print(f"\n{text}\nwritten to {args.out}")
+        return 0
+    finally:
+        for stop in reversed(started):
+            stop()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything the bench started is stopped", file=sys.stderr)
+        sys.exit(130)

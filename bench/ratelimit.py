@@ -1,0 +1,351 @@
+"""Rate limits: jobs against an API that allows 50 requests/s, through reqworker's fleet-wide
+limiter and through Celery's own ``rate_limit="50/s"`` on a plain task, in one run.
+
+    .venv/bin/python bench/ratelimit.py [--jobs 1000] [--rate 50] [--workers 4] [--concurrency 4]
+                                         [--burst 1] [--repeat 1]
+
+Everything runs on this machine and stops with the script: a private redis-server, the
+rate-limited API (``bench/echo_server.py --limit 50``: a sliding 1-s window of answered
+requests, 429 with ``Retry-After: 1`` beyond it) and, one side at a time, ``--workers``
+worker processes with the same options (threads pool, ``--concurrency``, the project's
+``celeryconfig``).
+
+- reqworker: a profile with ``rate_limit = "50/s"`` and ``rate_burst = --burst``; jobs
+  ``{"api": ..., "path": ..., "cache": false}`` (so every job is a request) enqueued with
+  ``producer.client.Client.submit_many``; workers started as ``python -m producer.cli worker``.
+- baseline: ``bench.baseline_app.get_limited``, a task with Celery's ``rate_limit="50/s"``
+  that calls ``requests.get`` and retries a 429 with the Retry-After as countdown;
+  enqueued with a ``send_task`` loop (``bench.throughput.enqueue``).
+
+The API logs when each request arrived. Achieved rate = answered (200) requests / time
+from the first to the last request it saw, 429s included. The results go to the
+``ratelimit`` section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.results import RESULTS, write_section  # noqa: E402
+from bench.throughput import PY, Side, Worker, enqueue, machine, prepare, wait_done  # noqa: E402
+
+#: This script's section of RESULTS.md.
+SECTION = "ratelimit"
+#: Achieved rate / allowed rate must reach this.
+GOAL = 0.95
+#: The profile the reqworker side's jobs name.
+PROFILE = "limited"
+REQWORKER = "reqworker"
+BASELINE = "baseline (Celery rate_limit)"
+
+
+class Fleet:
+    """Several worker processes of one side, each in its own process group."""
+
+    def __init__(self) -> None:
+        self.workers: list[Worker] = []
+        self.logs: list[Path] = []
+
+    def start(self, side: Side, count: int, env: dict[str, str], logdir: Path, tag: str) -> None:
+        for i in range(count):
+            named = replace(side, argv=[*side.argv, "--hostname", f"{tag}-{i}@%h"])
+            self.logs.append(logdir / f"{tag}-{i}.log")
+            self.workers.append(Worker(named, env, self.logs[-1]))
+
+    def alive(self) -> None:
+        for worker in self.workers:
+            worker.alive()
+
+    def wait_ready(self, app: Any, limit_s: float = 180) -> None:
+        """Until every worker answers a ping (so none starts late and misses the jobs)."""
+        deadline = time.monotonic() + limit_s
+        seen: set[str] = set()
+        while len(seen) < len(self.workers):
+            self.alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(seen)} of {len(self.workers)} workers answered")
+            seen.update(name for reply in app.control.ping(timeout=0.5) for name in reply)
+
+    def stop(self, grace_s: float = 20) -> None:
+        """SIGTERM to every worker at once (their warm shutdowns overlap), SIGKILL after ``grace_s``."""
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers:
+            try:
+                worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.proc.pid, signal.SIGKILL)
+                worker.proc.wait()
+
+    def requeued(self) -> int:
+        """Times reqworker sent a job back to the queue to wait (budget or pause; its INFO lines)."""
+        return sum(1 for log in self.logs for line in log.read_text(errors="replace").splitlines()
+                   if "] job " in line and " waits " in line)
+
+
+@dataclass
+class Outcome:
+    """One side's run: what the API saw and what the jobs say."""
+
+    wall_s: float
+    failed: int
+    ok: list[float]
+    refused: list[float]
+    attempts: Counter[int] = field(default_factory=Counter)
+    #: reqworker only: times a job went back to the queue to wait (for the budget or a pause).
+    requeued: int | None = None
+
+    @property
+    def span_s(self) -> float:
+        times = self.ok + self.refused
+        return max(times) - min(times) if len(times) > 1 else float("nan")
+
+    @property
+    def achieved(self) -> float:
+        return len(self.ok) / self.span_s
+
+    @property
+    def gaps(self) -> list[float]:
+        """Seconds between consecutive requests at the API."""
+        times = sorted(self.ok + self.refused)
+        return [b - a for a, b in itertools.pairwise(times)] or [float("nan")]
+
+    @property
+    def peak(self) -> int:
+        """Most requests sent (answered or refused) in any sliding 1-s window."""
+        times, most, lo = sorted(self.ok + self.refused), 0, 0
+        for hi, t in enumerate(times):
+            while times[lo] <= t - 1.0:
+                lo += 1
+            most = max(most, hi - lo + 1)
+        return most
+
+
+class API:
+    """The rate-limited echo server in its own process."""
+
+    def __init__(self, rate: int) -> None:
+        self.proc = subprocess.Popen([PY, "-m", "bench.echo_server", "--limit", str(rate), "--window", "1"],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.url = ""
+
+    def wait_port(self) -> None:
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def call(self, path: str) -> dict[str, Any]:
+        import requests
+
+        return dict(requests.get(self.url + path, timeout=30).json())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def sides(args: Any) -> list[Side]:
+    from bench.baseline_app import LIMITED_TASK_NAME
+    from worker.jobs import TASK_NAME
+
+    common = ["--concurrency", str(args.concurrency), "--pool", "threads", "--loglevel", args.loglevel]
+    celery = [PY, "-m", "celery", "-A", "bench.baseline_app", "worker", "-Q", "reqworker", *common, "-E"]
+    reqworker = [PY, "-m", "producer.cli", "worker", *common]  # execs the same celery command line
+
+    def job(path: str) -> dict[str, Any]:
+        return {"api": PROFILE, "path": path, "cache": False}
+
+    return [Side(REQWORKER, TASK_NAME, reqworker, job),
+            Side(BASELINE, LIMITED_TASK_NAME, celery, lambda url: {"url": url})]
+
+
+def one_run(app: Any, r: Any, api: API, side: Side, env: dict[str, str], args: Any, tag: str,
+            logdir: Path) -> Outcome:
+    from producer.client import Client
+
+    limit_s = max(180.0, 10 * args.jobs / args.rate)
+    r.flushdb()  # before the workers declare their queue: every run starts from an empty Redis
+    fleet = Fleet()
+    try:
+        fleet.start(side, args.workers, env, logdir, tag)
+        fleet.wait_ready(app)
+        api.call("/_reset")
+        paths = [f"/item/{tag}/{i}" for i in range(args.jobs)]
+        if side.name == REQWORKER:
+            client = Client.from_env()
+            jobs = [side.kwargs(p) for p in paths]
+            t0 = time.perf_counter()
+            report = client.submit_many(jobs, name=f"ratelimit bench {tag}")
+            report.batch.wait(poll_s=0.05, timeout_s=limit_s, on_progress=lambda _: fleet.alive())
+            wall_s = time.perf_counter() - t0
+            records = list(report.batch.results())
+            failed = sum(not rec["ok"] for rec in records) + args.jobs - len(records)
+            attempts = Counter(int(rec["attempts"]) for rec in records)
+        else:
+            messages = prepare(side, [api.url + p for p in paths])
+            t0 = time.perf_counter()
+            ids = enqueue(app, side, messages)
+            failed = wait_done(r, ids, fleet, 0.05, limit_s)
+            wall_s = time.perf_counter() - t0
+            metas = [json.loads(raw) for raw in r.mget([f"celery-task-meta-{i}" for i in ids]) if raw]
+            attempts = Counter(int(m["result"]["attempts"]) for m in metas if m["status"] == "SUCCESS")
+        stats = api.call("/_stats")
+        (logdir / f"{tag}-api.json").write_text(json.dumps(stats), encoding="utf-8")
+    finally:
+        fleet.stop()
+    requeued = fleet.requeued() if side.name == REQWORKER else None
+    return Outcome(wall_s, failed, stats["ok"], stats["refused"], attempts, requeued)
+
+
+def attempts_text(attempts: Counter[int]) -> str:
+    return ", ".join(f"{n} x {k}" for k, n in sorted(attempts.items()))
+
+
+def report(args: Any, runs: dict[str, list[Outcome]], header: str) -> str:
+    lines = [
+        f"## Rate limit: {args.jobs:,} jobs against an API allowing {args.rate} req/s\n",
+        f"Goal: {args.jobs:,} jobs against an API allowing {args.rate} req/s with {args.workers} worker "
+        f"processes: reqworker versus Celery's own `rate_limit=\"{args.rate}/s\"` on a plain task, in one "
+        f"run; achieved rate / allowed rate >= {GOAL} and no 429s.\n",
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, `.venv/bin/python bench/ratelimit.py "
+        f"--jobs {args.jobs} --rate {args.rate} --workers {args.workers} --concurrency {args.concurrency} "
+        f"--burst {args.burst} --repeat {args.repeat}`\n",
+        header,
+        f"- API: `bench/echo_server.py --limit {args.rate} --window 1` in its own process: at most "
+        f"{args.rate} answered requests in any sliding 1-s window (refused ones do not count), 429 with "
+        "`Retry-After: 1` beyond; it logs each request's arrival time",
+        f"- {args.workers} worker processes per side, each `--pool threads --concurrency {args.concurrency} "
+        f"--loglevel {args.loglevel} -E` and its own `--hostname`; `celeryconfig` as committed "
+        "(acks_late, prefetch 1, JSON, events); all of them answer a ping before the jobs are enqueued",
+        f"- reqworker: profile `rate_limit = \"{args.rate}/s\"`, `rate_burst = {args.burst}` (GCRA in Redis "
+        f"for the whole fleet: one request every {1000 / args.rate:g} ms, {args.burst} at once at most); "
+        "jobs `{\"api\": ..., \"path\": ..., \"cache\": false}` through `Client.submit_many`; "
+        "`python -m producer.cli worker`",
+        f"- baseline: `bench.baseline_app.get_limited`, `rate_limit=\"{args.rate}/s\"` (Celery's token "
+        "bucket, capacity 1, kept by each worker process on its own), `requests.get`, a 429 retried "
+        "with `self.retry(countdown=Retry-After)` (up to 100 times); enqueued by a `send_task` loop",
+        "- achieved rate = requests answered 200 / (last - first request at the API, 429s included); "
+        f"gap = time between consecutive requests at the API (ideal {1000 / args.rate:g} ms); "
+        "wall = first enqueue to last result stored",
+    ]
+    if args.repeat > 1:
+        lines.append(f"- {args.repeat} runs per side, sides alternating; one row per run")
+    lines += [
+        "",
+        "| side | achieved req/s | achieved / allowed | 429s | requests | most sent in 1 s | median gap ms "
+        "| longest gap s | wall s | jobs failed | attempts per job |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, outcomes in runs.items():
+        for o in outcomes:
+            lines.append(
+                f"| {name} | {o.achieved:.1f} | {o.achieved / args.rate:.3f} | {len(o.refused)} | "
+                f"{len(o.ok) + len(o.refused)} | {o.peak} | {1000 * statistics.median(o.gaps):.1f} | "
+                f"{max(o.gaps):.2f} | {o.wall_s:.1f} | {o.failed} | "
+                f"{attempts_text(o.attempts)} |")
+    lines.append("")
+    for name, outcomes in runs.items():
+        for o in outcomes:
+            ratio, refused = o.achieved / args.rate, len(o.refused)
+            ones = set(o.attempts) == {1} and o.attempts[1] == args.jobs
+            verdict = "met" if ratio >= GOAL and refused == 0 and not o.failed else "NOT met"
+            extra = ""
+            if name == REQWORKER:
+                extra = (f"; every result has attempts == 1: {'yes' if ones else 'no'}; "
+                         f"{o.requeued} times a job went back to the queue to wait")
+            lines.append(f"- **{name}**: achieved/allowed **{ratio:.3f}** (goal >= {GOAL}), "
+                         f"**{refused}** 429s (goal 0), {o.failed} jobs failed{extra}: goal {verdict}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=50, help="requests/s the API allows (and both sides ask)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes per side")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker process")
+    parser.add_argument("--burst", type=int, default=1, help="reqworker's rate_burst")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--loglevel", default="INFO", help="worker log level (INFO is reqworker's default)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="keep the worker logs and the API's request logs here (default: not kept)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
+
+    from producer.localredis import LocalRedis
+
+    started: list[Callable[[], None]] = []
+    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
+    logdir = args.logs or Path(tmp.name)
+    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        redis_server = LocalRedis().start()
+        started.append(redis_server.stop)
+        api = API(args.rate)
+        started.append(api.stop)
+        api.wait_port()
+        apis = Path(tmp.name) / "apis.toml"
+        apis.write_text(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\nrate_limit = "{args.rate}/s"\n'
+                        f"rate_burst = {args.burst}\ntimeout = 10\n", encoding="utf-8")
+        env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
+               "BENCH_RATE_LIMIT": f"{args.rate}/s"}
+        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+        import redis
+
+        from producer.celeryapp import make_app
+
+        app, r = make_app(), redis.Redis.from_url(redis_server.url)
+        header = machine()
+        order = sides(args)
+        runs: dict[str, list[Outcome]] = {s.name: [] for s in order}
+        for n in range(args.repeat):
+            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
+                tag = f"run{n}-{k}"
+                o = one_run(app, r, api, side, env, args, tag, logdir)
+                runs[side.name].append(o)
+                print(f"run {n + 1}/{args.repeat} {side.name:<28} {o.achieved:6.1f} req/s "
+                      f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
+                      f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
+                      flush=True)
+        text = report(args, runs, header)
+        write_section(SECTION, text, args.out)
+        print(f"\n{text}\nwritten to {args.out}")
+        return 0
+    finally:
+        for stop in reversed(started):
+            stop()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything the bench started is stopped", file=sys.stderr)
+        sys.exit(130)
