@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from worker.profiles import Profile
 
@@ -208,6 +209,13 @@ def _resolve_url(raw: Mapping[str, Any], profile: Profile) -> str:
     return url
 
 
+@functools.lru_cache(maxsize=256)
+def _split_base(base_url: str) -> tuple[SplitResult, int | None]:
+    """A profile's base_url taken apart once, not for every job."""
+    parts = urlsplit(base_url)
+    return parts, parts.port
+
+
 def is_under_base(url: str, base_url: str) -> bool:
     """True when ``url`` lies under ``base_url`` (same scheme, host and port; path below)."""
     try:
@@ -221,9 +229,10 @@ def _check_under_base(url: str, base_url: str, name: str) -> None:
     outside = JobError(name, f"{url!r} is not under the profile's base_url {base_url!r}")
     if any(ch in url for ch in "\\\r\n\t ") or any(ord(ch) < 32 for ch in url):
         raise JobError(name, "must not contain spaces, backslashes or control characters")
+    base, base_port = _split_base(base_url)
     try:
-        got, base = urlsplit(url), urlsplit(base_url)
-        got_port, base_port = got.port, base.port
+        got = urlsplit(url)
+        got_port = got.port
     except ValueError:
         raise JobError(name, f"{url!r} is not a valid URL") from None
     if got.username is not None or got.password is not None or "@" in got.netloc:
