@@ -1,0 +1,54 @@
+"""The workers' result backend: Celery's Redis backend, where a late RETRY never replaces a result.
+
+A job retried with a short countdown (at once after a token renewal) can finish on
+another thread before Celery has stored the RETRY state of the run that asked for
+the retry. Celery guards only SUCCESS, with a read then a write; here the check and
+the write are one Lua script, and every finished state is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+
+# KEYS: the task's meta key. ARGV: the meta (JSON), seconds to keep it (0: no expiry).
+_UNLESS_FINISHED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and (meta['status'] == 'SUCCESS'
+      or meta['status'] == 'FAILURE' or meta['status'] == 'REVOKED') then
+    return 0
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class FinishedStaysFinished(RedisBackend):
+    """Stores a job's interim states only while it has not finished."""
+
+    def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
+        if state in states.READY_STATES:
+            return super()._set_with_state(key, value, state)
+        return self.ensure(self._set_unless_finished, (key, value))
+
+    def _set_unless_finished(self, key: Any, value: Any) -> Any:
+        return self.client.eval(_UNLESS_FINISHED, 1, key, value, int(self.expires or 0))
+
+
+def guarded(result_backend: str) -> str:
+    """The backend URL that makes Celery use ``FinishedStaysFinished`` for a Redis backend."""
+    if result_backend.startswith(REDIS_SCHEMES):
+        return f"{__name__}:FinishedStaysFinished+{result_backend}"
+    return result_backend
