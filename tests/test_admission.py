@@ -27,7 +27,7 @@ class FakeLimiter:
         self.reserve_asked.append(reserve_s)
         return self.answers.pop(0)
 
-    def paused_for(self, name: str) -> float:
+    def pause_left(self, name: str) -> float:
         return self.pause_after_sleep_s
 
     def try_acquire_slot(self, profile: Profile, lease_s: float) -> str | None:
@@ -83,6 +83,13 @@ def test_a_countdown_never_exceeds_the_profiles_longest() -> None:
 def test_a_pause_longer_than_the_profile_allows_fails_the_job() -> None:
     ticket = gate(FakeLimiter([Admission(10_000.0, True, False)]), []).enter(PROFILE)
     assert isinstance(ticket, Wait) and ticket.fail and "paused for 10000.0 s" in ticket.reason
+
+
+def test_without_a_rate_limit_only_a_pause_holds_a_job() -> None:
+    free = Profile(name="api", base_url="http://x")
+    assert gate(FakeLimiter([]), []).enter(free) == Pass(None)
+    ticket = gate(FakeLimiter([], pause_after_sleep_s=3.0), []).enter(free)
+    assert isinstance(ticket, Wait) and ticket.seconds == 3.0 and "paused" in ticket.reason
 
 
 def test_all_concurrency_slots_taken_means_a_short_countdown() -> None:

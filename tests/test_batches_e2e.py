@@ -214,3 +214,29 @@ def test_job_arguments_in_events_show_the_job_and_no_secret(stack: Stack) -> Non
     received = next(e for e in mine if e["type"] == "task-received")
     assert "bearer GET" in str(received["kwargs"]) and "key=ev" in str(received["kwargs"])
     assert TOKEN not in json.dumps(seen, default=str)
+
+
+def test_a_redelivered_job_that_already_finished_is_not_run_again(stack: Stack) -> None:
+    """The message of a finished job comes back (its worker died before acknowledging it)."""
+    from celery import states
+
+    from producer.publish import Outgoing, RedisBulkPublisher
+
+    path = f"/echo/again/{uuid.uuid4().hex}"
+    job_id = str(uuid.uuid4())
+    stored = {"key": "done", "ok": True}
+    stack.client.app.backend.store_result(job_id, stored, states.SUCCESS)
+    publisher = stack.client.publisher
+    assert isinstance(publisher, RedisBulkPublisher)
+    job = {"api": "fast", "url": f"{stack.api.url}{path}"}
+    message = json.loads(publisher.envelope(Outgoing(job_id, {"job": job}, "again")))
+    message["properties"]["delivery_info"]["redelivered"] = True
+    publisher.client.lpush(publisher.queue, json.dumps(message))
+    worker = stack.worker("again", concurrency=2)
+    try:
+        eventually(lambda: f"job {job_id} already finished" in worker.log(),
+                   what="the worker noticing the repeated delivery")
+    finally:
+        worker.stop()
+    assert stack.api.hits(path) == []
+    assert stack.client.app.backend.get_task_meta(job_id)["result"] == stored

@@ -244,8 +244,10 @@ def test_pause_on_the_server_clock(
     new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
 ) -> None:
     limiter = new_worker()
+    assert limiter.pause_left("example") == 0
     limiter.pause("example", 600)
     assert 0 < limiter.paused_for("example") <= 600
+    assert 590 < limiter.pause_left("example") <= 600.001
     assert 0 < client.pttl(keys.pause("example")) <= 600 * 1000 + 1  # rounded up to the ms
 
 

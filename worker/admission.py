@@ -69,13 +69,18 @@ class Gate:
             if slot is None:
                 return Wait(SLOT_WAIT_S * (1 + self._jitter()),
                             f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
-        wait_s, paused, reserved = self.limiter.admission(profile, reserve_s=SHORT_WAIT_S)
+        if profile.rate_limit is None:
+            # No budget to spend: only a fleet-wide pause can hold the job back.
+            wait_s = self.limiter.pause_left(profile.name)
+            paused, reserved = True, wait_s <= 0
+        else:
+            wait_s, paused, reserved = self.limiter.admission(profile, reserve_s=SHORT_WAIT_S)
         if reserved:
             if wait_s <= 0:
                 return Pass(slot)
             self._sleep(wait_s)
             # A pause that began while this job waited for its slot holds it back too.
-            wait_s, paused = self.limiter.paused_for(profile.name), True
+            wait_s, paused = self.limiter.pause_left(profile.name), True
             if wait_s <= 0:
                 return Pass(slot)
         self.leave(profile, Pass(slot))

@@ -254,6 +254,12 @@ class RateLimiter:
         """Seconds the profile stays paused (0.0 when it is not)."""
         return self.pause(profile_name, 0.0, now_s)
 
+    def pause_left(self, profile_name: str) -> float:
+        """``paused_for`` in one plain read, for every job's path: the pause key expires
+        exactly when the pause ends, so its time to live is the pause left."""
+        left_ms = self.client.pttl(self.keys.pause(profile_name))
+        return max(int(left_ms), 0) / 1000
+
     def try_acquire_slot(
         self, profile: Profile, lease_s: float, now_s: float | None = None
     ) -> str | None:

@@ -67,7 +67,8 @@ def request(
 ) -> dict[str, Any]:
     """Make one HTTP attempt at ``job``; retry it with a countdown, or finish it."""
     task_id = self.request.id
-    if self.backend.get_task_meta(task_id).get("status") in READY_STATES:
+    redelivered = (self.request.delivery_info or {}).get("redelivered")
+    if redelivered and self.backend.get_task_meta(task_id).get("status") in READY_STATES:
         # A second delivery of a job that already finished (its worker died before
         # acknowledging it): leave the stored result alone.
         log.warning("job %s already finished; ignoring a repeated delivery", task_id)
