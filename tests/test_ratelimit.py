@@ -29,6 +29,7 @@ TENTH_US = 100_000
 
 
 def profile(rate: str | None = "10/s", burst: int = 1, **extra: object) -> Profile:
+    extra.setdefault("rate_margin", 0.0)  # the arithmetic below is at the exact rate
     return Profile(
         name="example",
         base_url="https://api.example.com",
@@ -323,6 +324,15 @@ def test_describe_reports_budget_pause_and_slots(new_worker: Callable[[], RateLi
         limiter.admit(drained, now_s=t0)
     status = limiter.describe(drained, now_s=t0)
     assert (status["available"], status["wait_s"], status["paused_s"]) == (0, 0.1, 0.0)
+
+
+def test_the_rate_margin_spaces_requests_a_little_wider(
+    new_worker: Callable[[], RateLimiter], t0: float
+) -> None:
+    limiter = new_worker()
+    p = profile("10/s", rate_margin=0.02)
+    waits = [limiter.admission(p, now_s=t0, reserve_s=1.0).wait_s for _ in range(3)]
+    assert waits == pytest.approx([0.0, 0.1 / 0.98, 0.2 / 0.98], abs=1e-6)
 
 
 def test_waiting_callers_reserve_successive_slots_up_to_the_horizon(

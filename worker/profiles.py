@@ -58,6 +58,9 @@ class Profile:
     rate_limit: Rate | None = None
     #: Requests that may go at once beyond the steady rate.
     rate_burst: int = 1
+    #: Share of the rate held back, so that requests' time in transit never lets the
+    #: API see more than the rate in one window (a strict sliding window would 429).
+    rate_margin: float = 0.03
     #: Slow down on the API's RateLimit-Remaining/Reset headers before it says 429.
     adaptive_rate: bool = False
     #: Requests in flight at once across the fleet; None for no cap.
@@ -169,7 +172,7 @@ class _Reader:
             raise self.fail(where, "must be a table")
         _only_keys(
             table,
-            {"base_url", "rate_limit", "rate_burst", "adaptive_rate", "concurrency",
+            {"base_url", "rate_limit", "rate_burst", "rate_margin", "adaptive_rate", "concurrency",
              "cache_expire", "timeout", "backoff", "auth"},
             where,
             self.source,
@@ -188,6 +191,9 @@ class _Reader:
         except ValueError as exc:
             raise self.fail(f"{where}.cache_expire", str(exc)) from None
         burst = self.whole(table, "rate_burst", where, 1, minimum=1) or 1
+        margin = self.number(table, "rate_margin", where, 0.03)
+        if not 0 <= margin < 0.5:
+            raise self.fail(f"{where}.rate_margin", "must be from 0 up to (not including) 0.5")
         concurrency = self.whole(table, "concurrency", where, None, minimum=1)
         adaptive = table.get("adaptive_rate", False)
         if not isinstance(adaptive, bool):
@@ -200,6 +206,7 @@ class _Reader:
             base_url=base_url,
             rate_limit=rate,
             rate_burst=burst,
+            rate_margin=margin,
             adaptive_rate=adaptive,
             concurrency=concurrency,
             cache_expire_s=cache_expire_s,

@@ -111,9 +111,9 @@ class GcraStep(NamedTuple):
     wait_us: int
 
 
-def emission_interval_us(rate: Rate) -> int:
-    """Microseconds between requests at a steady ``rate`` (at least 1)."""
-    return max(1, round(rate.period_s * US / rate.count))
+def emission_interval_us(rate: Rate, margin: float = 0.0) -> int:
+    """Microseconds between requests at a steady ``rate``, less a ``margin`` (at least 1)."""
+    return max(1, round(rate.period_s * US / (rate.count * (1.0 - margin))))
 
 
 def gcra_step(tat_us: int | None, now_us: int, interval_us: int, burst: int) -> GcraStep:
@@ -235,7 +235,8 @@ class RateLimiter:
         (``reserved``): it waits ``wait_s`` and then goes, with no second ask. Waiting
         threads so queue up for successive slots instead of racing for the next one.
         """
-        interval = emission_interval_us(profile.rate_limit) if profile.rate_limit else 0
+        rate = profile.rate_limit
+        interval = emission_interval_us(rate, profile.rate_margin) if rate else 0
         keys = [self.keys.rate(profile.name), self.keys.pause(profile.name)]
         args = [interval, profile.rate_burst, _now_arg(now_s), math.floor(reserve_s * US)]
         wait_us, paused, reserved = self._admit(keys=keys, args=args)
@@ -305,7 +306,7 @@ class RateLimiter:
         available: int | None = None
         wait_us = 0
         if profile.rate_limit is not None:
-            interval = emission_interval_us(profile.rate_limit)
+            interval = emission_interval_us(profile.rate_limit, profile.rate_margin)
             available = available_now(tat, now, interval, profile.rate_burst)
             wait_us = gcra_step(tat, now, interval, profile.rate_burst).wait_us
         return {
