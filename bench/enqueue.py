@@ -291,8 +291,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything the bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    from bench.running import run
+
+    run(main)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.results import RESULTS, write_section  # noqa: E402
+from producer.processes import stop_group  # noqa: E402
 
 GOAL = 0.9
 #: This script's section of RESULTS.md (the hand-written notes after it are kept).
@@ -87,13 +88,7 @@ class Worker:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
 
 
 class Alive(Protocol):
@@ -268,8 +263,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything the bench started is stopped", file=sys.stderr)
-        sys.exit(130)
+    from bench.running import run
+
+    run(main)

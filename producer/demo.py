@@ -40,6 +40,7 @@ from producer.demo_api import (
 )
 from producer.localredis import LocalRedis, free_port
 from producer.loopback_api import LoopbackAPI
+from producer.processes import signal_group
 from producer.progress import ProgressView
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -281,18 +282,13 @@ class _Processes:
         """SIGTERM each process group, SIGKILL what is left after ``STOP_GRACE_S``."""
         for proc in self.procs.values():
             if proc.returncode is None:
-                _signal_group(proc, signal.SIGTERM)
+                signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in self.procs.values():
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            _signal_group(proc, signal.SIGKILL)  # the process, or anything it left in its group
+            signal_group(proc, signal.SIGKILL)  # the process, or anything it left in its group
             proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
 
 
 def _interrupt(signum: int, frame: object) -> None:

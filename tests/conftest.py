@@ -11,10 +11,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
+from tests.oauth_support import Provider
 from tests.support import WorkerProcess
+from worker.keys import Keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +76,29 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
     with Connection(AMQP_URL) as conn:
         conn.default_channel.queue_delete(queue)
+
+
+@pytest.fixture
+def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    """A connection to the suite's private Redis."""
+    conn = redis.Redis.from_url(redis_server.url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """Key names under a prefix of this test's own."""
+    return Keys(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    """A fake OAuth provider on loopback."""
+    fake = Provider()
+    fake.api.start()
+    yield fake
+    fake.api.stop()
 
 
 def base_env(redis_url: str, apis_path: str, **extra: str) -> dict[str, str]:

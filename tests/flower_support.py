@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +10,7 @@ import requests
 
 from producer.flower import LOOPBACK
 from producer.localredis import free_port
+from producer.processes import stop_group
 from tests.support import REQWORKER, eventually
 
 USER, PASSWORD = "ops", "flower-pw-8d1c0b7e"
@@ -51,11 +50,5 @@ class FlowerProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
         self._log.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
+
+from producer.processes import stop_group
 
 REQWORKER = [sys.executable, "-m", "producer.cli"]
 
@@ -68,18 +68,11 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """kill -9 the whole worker (its process group)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, grace_s=0)
         self._log.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc)
         self._log.close()
 
 

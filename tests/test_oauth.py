@@ -7,40 +7,19 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from producer.localredis import LocalRedis, free_port
+from producer.localredis import free_port
 from producer.loopback_api import Reply
-from tests.oauth_support import ENV, Provider, authoriser, every_value, oauth_profile
+from tests.oauth_support import ENV, authoriser, every_value, oauth_profile
 from worker.auth import Credentials, make_authoriser
 from worker.errors import AuthError
 from worker.keys import Keys
 from worker.secret import Secret, redact
 from worker.tokens import Token, TokenStore
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    fake = Provider()
-    fake.api.start()
-    yield fake
-    fake.api.stop()
-
-
-@pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_server.url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys(f"t-{uuid.uuid4().hex[:12]}")
 
 
 def store_token(client: redis.Redis, keys: Keys, *, expires_in_s: float, refresh: str | None = None,

@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 import requests
 from click.testing import CliRunner
 
 from producer.authflow import auth_command, authorise_in_browser
-from producer.localredis import LocalRedis, free_port
+from producer.localredis import free_port
 from tests.oauth_support import ENV, Provider, authoriser, oauth_profile
 from worker.errors import AuthError
-from worker.keys import Keys
 from worker.tokens import TokenStore
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    fake = Provider()
-    fake.api.start()
-    yield fake
-    fake.api.stop()
-
-
-@pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_server.url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys(f"t-{uuid.uuid4().hex[:12]}")
 
 
 def browser_flow(provider: Provider, **extra):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -126,18 +125,6 @@ def test_missing_or_garbage_headers_give_nothing() -> None:
 
 # On a private redis-server. Injected times start an hour ahead of the server's clock:
 # keys expire at their stored times by the server's count, so this keeps them for the test.
-
-
-@pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_server.url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys(f"t{uuid.uuid4().hex}")
 
 
 @pytest.fixture

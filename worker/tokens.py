@@ -185,12 +185,9 @@ class TokenStore:
         pause_s = POLL_FIRST_S
         deadline = time.monotonic() + self.wait_s
         while True:
-            current = self.load()
-            if current is not None and current.version > stale_version:
-                return current
-            failed = self.failure()
-            if failed is not None:
-                raise failed
+            newer = self._newer_than(stale_version)
+            if newer is not None:
+                return newer
             lease = secrets.token_hex(16)
             if self.redis.set(self.lock_key, lease, nx=True, px=int(self.lease_s * 1000)):
                 try:
@@ -203,16 +200,23 @@ class TokenStore:
             time.sleep(pause_s)
             pause_s = min(pause_s * 2, POLL_MAX_S)
 
-    def _renew_holding(self, stale_version: int, renew: Callable[[Token | None], Token]) -> Token:
-        # Look again under the lease: the last holder may have finished just before.
+    def _newer_than(self, stale_version: int) -> Token | None:
+        """The stored token if it is newer than ``stale_version``; raises a remembered failure."""
         current = self.load()
         if current is not None and current.version > stale_version:
             return current
         failed = self.failure()
         if failed is not None:
             raise failed
+        return None
+
+    def _renew_holding(self, stale_version: int, renew: Callable[[Token | None], Token]) -> Token:
+        # Look again under the lease: the last holder may have finished just before.
+        newer = self._newer_than(stale_version)
+        if newer is not None:
+            return newer
         try:
-            token = renew(current)
+            token = renew(self.load())
         except AuthError as exc:
             self.remember_failure(exc)
             raise
