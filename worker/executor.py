@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from worker.admission import Gate, Wait
-from worker.auth import Authoriser
+from worker.auth import Authoriser, Credentials
 from worker.backoff import GiveUp, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
-from worker.jobs import Job, JobError, parse_job
+from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
@@ -124,10 +124,23 @@ class Executor:
         progress = replace(progress, attempts=progress.attempts + 1)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
+        return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
+
+    def _after_response(
+        self,
+        job: Job,
+        profile: Profile,
+        authoriser: Authoriser,
+        creds: Credentials,
+        progress: Progress,
+        ctx: JobContext,
+        attempt: Attempt,
+    ) -> Outcome:
         response = attempt.response
+        assert response is not None
         verdict = classify_status(response.status_code, job.method, job.retry_unsafe)
         retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-        if verdict is Verdict.RETRY or self.gate.budgets(profile) or profile.adaptive_rate:
+        if verdict is Verdict.RETRY or profile.adaptive_rate:
             self.gate.after(profile, response.headers,
                             retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
@@ -155,7 +168,7 @@ class Executor:
         described = f"{type(exc).__name__}: {exc}"
         if classify_exception(exc, job.method, job.retry_unsafe) is Verdict.RETRY:
             return self._retry(job, profile, progress, ctx, attempt, described)
-        if job.method in ("POST", "PATCH") and not job.retry_unsafe:
+        if job.method in UNSAFE_METHODS and classify_exception(exc, "GET") is Verdict.RETRY:
             described += " (not retried: the request may have reached the API; see retry_unsafe)"
         error = (type(exc).__name__, None, described)
         return Failed(_record(ctx, job, progress, attempt, error=error))
