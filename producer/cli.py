@@ -116,13 +116,15 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
     """
     client = Client.from_env()
     bar = sys.stderr.isatty()
+    lines = _CountingLines(file)
 
     def shown(accepted: int, rejected: int) -> None:
         if bar:
-            click.echo(f"\renqueued {accepted}, refused {rejected}\033[K", err=True, nl=False)
+            click.echo(f"\r{lines.bar()}enqueued {accepted}, refused {rejected}\033[K",
+                       err=True, nl=False)
 
     try:
-        report: SubmitReport = client.submit_numbered(read_jobs(file), name=name,
+        report: SubmitReport = client.submit_numbered(read_jobs(lines), name=name,
                                                       on_progress=shown)
     finally:
         if bar:
@@ -139,6 +141,30 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
         if counts.failed and code == EXIT_OK:
             code = EXIT_FAILED
     sys.exit(code)
+
+
+class _CountingLines:
+    """The lines of an input, counting how much of it has been read, for a progress bar."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.read = 0
+        try:
+            self.size: int | None = os.fstat(file.fileno()).st_size or None
+        except (OSError, ValueError):
+            self.size = None  # a pipe: no end known in advance
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.file:
+            self.read += len(line)
+            yield line
+
+    def bar(self, width: int = 24) -> str:
+        if not self.size:
+            return ""
+        done = min(self.read / self.size, 1.0)
+        filled = int(width * done)
+        return f"[{'#' * filled}{'-' * (width - filled)}] {done:4.0%} "
 
 
 def _print_counts(counts: Counts, stream: TextIO) -> None:
