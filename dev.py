@@ -2,7 +2,7 @@
 """Set-up in one command, with nothing but Python 3.11+: `python3 dev.py demo` or `python3 dev.py test`.
 
 Creates ./.venv, installs reqworker into it (again only when pyproject.toml changed),
-then runs the demo, or the linter and the whole test suite.
+then runs the demo, or the linter, the type checker and the whole test suite.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def main(argv: list[str]) -> int:
     if command == "test":
         ensure_venv("dev")
         lint = subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT)
+        types = subprocess.call([str(BIN / "mypy")], cwd=ROOT)
         tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *argv[1:]], cwd=ROOT)
-        return tests or lint
+        return tests or lint or types
     print(__doc__.strip().splitlines()[0])
     return 2
 
