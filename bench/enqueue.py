@@ -99,9 +99,8 @@ def loop_messages(path: Path, profiles: Any) -> list[Any]:
     with open(path, encoding="utf-8") as lines:
         for _, raw in read_jobs(lines):
             job = parse_job(raw, profiles)
-            kwargsrepr = json.dumps({"job": job.summary(), "batch_id": batch_id})
             out.append(Outgoing(str(uuid.uuid4()), {"job": job.to_message(), "batch_id": batch_id},
-                                kwargsrepr))
+                                job.shown_arguments(batch_id)))
     return out
 
 

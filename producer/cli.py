@@ -17,7 +17,7 @@ from producer.authflow import auth_command
 from producer.batches import BatchNotFound
 from producer.client import Batch, Client, Counts, SubmitReport
 from producer.jsonl import read_jobs
-from producer.progress import ProgressView
+from producer.progress import ProgressView, draw_bar
 from worker.jobs import JobError
 from worker.profiles import ProfileError, load_profiles
 from worker.settings import Settings, SettingsError, redact_url
@@ -159,12 +159,11 @@ class _CountingLines:
             self.read += len(line)
             yield line
 
-    def bar(self, width: int = 24) -> str:
+    def bar(self) -> str:
         if not self.size:
             return ""
         done = min(self.read / self.size, 1.0)
-        filled = int(width * done)
-        return f"[{'#' * filled}{'-' * (width - filled)}] {done:4.0%} "
+        return f"{draw_bar(done)} {done:4.0%} "
 
 
 def _print_counts(counts: Counts, stream: TextIO) -> None:

@@ -263,8 +263,8 @@ class Client:
             if i in same_as:
                 entry["same_as"] = same_as[i]
             else:
-                kwargsrepr = json.dumps({"job": job.summary(), "batch_id": batch_id})
-                outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id}, kwargsrepr))
+                outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id},
+                                         job.shown_arguments(batch_id)))
             entries.append(entry)
         rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
         self.store.add(batch_id, entries, rejected)

@@ -9,6 +9,12 @@ from typing import TextIO
 from producer.client import Counts
 
 
+def draw_bar(fraction: float, width: int = 24) -> str:
+    """A text progress bar such as ``[######------]`` for ``fraction`` (0 to 1) done."""
+    filled = int(width * min(max(fraction, 0.0), 1.0))
+    return f"[{'#' * filled}{'-' * (width - filled)}]"
+
+
 class ProgressView:
     """Writes progress to ``stream``: redrawn in place on a terminal, a line at a time else."""
 
@@ -30,10 +36,7 @@ class ProgressView:
         text = (f"{counts.done}/{total} done, {counts.failed} failed, {counts.retrying} retrying,"
                 f" {rate:,.1f} jobs/s, eta {eta}")
         if self.live:
-            width = 24
-            filled = int(width * counts.done / total) if total else width
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {text}\033[K")
+            self.stream.write(f"\r{draw_bar(counts.done / total if total else 1.0)} {text}\033[K")
             self.stream.flush()
         elif now - self._last_line >= self.every_s or counts.finished:
             self.stream.write(text + "\n")

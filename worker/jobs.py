@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,10 @@ class Job:
         """A one-line description that holds no secret: for logs and Flower."""
         label = f" key={self.key}" if self.key is not None else ""
         return f"{self.api} {self.method} {self.url}{label}"
+
+    def shown_arguments(self, batch_id: str | None) -> str:
+        """The task arguments Flower shows for this job: its summary, never headers or body."""
+        return json.dumps({"job": self.summary(), "batch_id": batch_id})
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))

@@ -39,12 +39,12 @@ class RequestTask(Task):
 
 
 def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
-    """What Flower shows of a job's arguments: its summary, never its headers or body."""
+    """What Flower shows of a retried job's arguments, as at enqueue (``Job.shown_arguments``)."""
     try:
-        summary = Job(**message).summary()
-    except TypeError:
+        return Job(**message).shown_arguments(batch_id)
+    except TypeError:  # not a job message: show no more than where it went
         summary = f"{message.get('api')} {message.get('method')} {message.get('url')}"
-    return json.dumps({"job": summary, "batch_id": batch_id})
+        return json.dumps({"job": summary, "batch_id": batch_id})
 
 
 def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
@@ -54,7 +54,7 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     if batch_id:
         runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": message})
     task.app.send_task(TASK_NAME, kwargs={"job": message, "batch_id": batch_id}, task_id=job_id,
-                       kwargsrepr=_flower_view(message, batch_id))
+                       kwargsrepr=job.shown_arguments(batch_id))
 
 
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
