@@ -11,6 +11,7 @@ Importable without the worker's dependencies (requests, requests-cache)::
         ...
 """
 
-from producer.client import Batch, Client, Counts, Rejected, SubmitReport
+from producer.client import Batch, Client, Counts, EnqueueInterrupted, SubmitReport
+from producer.enqueue import Rejected
 
-__all__ = ["Batch", "Client", "Counts", "Rejected", "SubmitReport"]
+__all__ = ["Batch", "Client", "Counts", "EnqueueInterrupted", "Rejected", "SubmitReport"]

@@ -5,18 +5,53 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from worker.batchcount import BatchCounters
 from worker.keys import Keys
 
 #: Jobs read from Redis per round trip when following a batch.
 CHUNK = 1000
+#: Seconds an enqueue's lease lasts unless its process refreshes it: how long after an
+#: enqueue died its batch shows as interrupted.
+ENQUEUE_LEASE_S = 10
 
 
 class BatchNotFound(LookupError):
     """No batch with that id (never made, or expired with its results)."""
+
+
+@dataclass(frozen=True)
+class Enqueuing:
+    """How far the enqueue of a batch got, from its record and its enqueue's lease."""
+
+    #: Every job it was given is published (or the enqueue stopped on an error).
+    done: bool
+    #: The enqueue stopped without finishing: its process died or was stopped.
+    interrupted: bool
+    #: Input lines up to here are published (refused lines included).
+    published_line: int
+    #: Jobs published.
+    published: int
+    #: Why the enqueue stopped before the end of its input, when it stopped on an error.
+    stopped: str
+
+    @property
+    def next_line(self) -> int:
+        return self.published_line + 1
+
+    def describe(self) -> str | None:
+        """One line for ``status`` and ``watch`` when the enqueue did not end normally."""
+        if self.interrupted:
+            return (f"enqueue interrupted at line {self.next_line} ({self.published} jobs "
+                    "published); add the rest with: reqworker enqueue FILE --resume BATCH_ID")
+        if self.stopped:
+            return (f"enqueue stopped at line {self.next_line}: {self.stopped} "
+                    f"({self.published} jobs published)")
+        return None
 
 
 class BatchStore:
@@ -39,12 +74,18 @@ class BatchStore:
         pipe = self.client.pipeline(transaction=False)
         facts: dict[str | bytes, str | int | float] = {
             "id": batch_id, "name": name or "", "created": now, "total": 0, "rejected": 0,
-            "duplicates": 0, "succeeded": 0, "failed": 0, "retrying": 0, "enqueued": 0,
+            "duplicates": 0, "succeeded": 0, "failed": 0, "retrying": 0, "waiting": 0,
+            "enqueued": 0, "published": 0, "published_line": 0, "recorded_line": 0,
         }
         pipe.hset(self.keys.batch(batch_id), mapping=facts)
         pipe.expire(self.keys.batch(batch_id), self.ttl_s)
+        pipe.set(self.keys.batch_enqueuing(batch_id), 1, ex=ENQUEUE_LEASE_S)
         pipe.zadd(self.keys.batches(), {batch_id: now})
         pipe.execute()
+
+    def counters(self) -> BatchCounters:
+        """The counters workers keep, for counting jobs the producer finds finished."""
+        return BatchCounters(self.client, self.keys, self.ttl_s)
 
     def claim(self, batch_id: str, fingerprints: list[tuple[str, str]]) -> list[str | None]:
         """For each (fingerprint, job id): None if the job is the first of its kind in the
@@ -62,9 +103,12 @@ class BatchStore:
         return [None if new else (first[fp] or b"").decode()
                 for (fp, _), new in zip(fingerprints, fresh, strict=True)]
 
-    def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
-        """Record jobs (before they are published) and refused lines."""
+    def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]],
+            upto_line: int | None = None) -> None:
+        """Record jobs (before they are published) and refused lines, up to an input line."""
         pipe = self.client.pipeline(transaction=False)
+        if upto_line is not None:
+            pipe.hset(self.keys.batch(batch_id), "recorded_line", upto_line)
         if entries:
             pipe.rpush(self.keys.batch_jobs(batch_id), *(json.dumps(e) for e in entries))
             pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
@@ -77,9 +121,42 @@ class BatchStore:
             pipe.hincrby(self.keys.batch(batch_id), "rejected", len(rejected))
         pipe.execute()
 
-    def finish(self, batch_id: str) -> None:
-        """Mark the batch fully enqueued: every job it was given is published."""
-        self.client.hset(self.keys.batch(batch_id), "enqueued", 1)
+    def published(self, batch_id: str, upto_line: int | None, count: int) -> None:
+        """Note that the jobs recorded up to an input line are on the queue."""
+        pipe = self.client.pipeline(transaction=False)
+        if upto_line is not None:
+            pipe.hset(self.keys.batch(batch_id), "published_line", upto_line)
+        pipe.hincrby(self.keys.batch(batch_id), "published", count)
+        pipe.execute()
+
+    def finish(self, batch_id: str, stopped: str | None = None) -> None:
+        """Mark the batch enqueued: every job it was given is published, or ``stopped`` says why not."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.batch(batch_id), mapping={"enqueued": 1, "stopped": stopped or ""})
+        pipe.delete(self.keys.batch_enqueuing(batch_id))
+        pipe.execute()
+
+    def hold_lease(self, batch_id: str) -> bool:
+        """Take or refresh the enqueue's lease; False when another live process holds it."""
+        key = self.keys.batch_enqueuing(batch_id)
+        return bool(self.client.set(key, 1, ex=ENQUEUE_LEASE_S))
+
+    def take_lease(self, batch_id: str) -> bool:
+        """Take the lease of a batch whose enqueue is over or dead; False while one is alive."""
+        key = self.keys.batch_enqueuing(batch_id)
+        return bool(self.client.set(key, 1, nx=True, ex=ENQUEUE_LEASE_S))
+
+    def drop_lease(self, batch_id: str) -> None:
+        self.client.delete(self.keys.batch_enqueuing(batch_id))
+
+    def enqueuing(self, batch_id: str, facts: dict[str, str]) -> Enqueuing:
+        """How far the batch's enqueue got; one more read only while it is not done."""
+        done = facts.get("enqueued") == "1"
+        # Batches recorded before enqueues held a lease have no "published_line".
+        alive = done or "published_line" not in facts \
+            or bool(self.client.exists(self.keys.batch_enqueuing(batch_id)))
+        return Enqueuing(done, not alive, int(facts.get("published_line") or 0),
+                         int(facts.get("published") or 0), facts.get("stopped") or "")
 
     def facts(self, batch_id: str) -> dict[str, str]:
         raw = self.client.hgetall(self.keys.batch(batch_id))

@@ -15,7 +15,8 @@ import redis
 
 from producer.authflow import auth_command
 from producer.batches import BatchNotFound
-from producer.client import Batch, Client, Counts, SubmitReport
+from producer.client import Batch, Client, Counts, EnqueueInterrupted, SubmitReport
+from producer.enqueue import EnqueueBusy
 from producer.jsonl import read_jobs
 from producer.progress import ProgressView, draw_bar
 from worker.jobs import JobError
@@ -35,6 +36,13 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         except (ProfileError, SettingsError, JobError, BatchNotFound) as exc:
             click.echo(f"reqworker: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+        except EnqueueInterrupted as exc:
+            _print_counts(exc.counts, sys.stderr)
+            click.echo(f"reqworker: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        except EnqueueBusy as exc:
+            click.echo(f"reqworker: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
         except redis.ConnectionError as exc:
             url = redact_url(Settings.from_env().result_backend)
             click.echo(f"reqworker: cannot reach Redis at {url}: {exc}", err=True)
@@ -107,12 +115,16 @@ def _follow(batch: Batch, total: int) -> Counts:
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--name", default=None, help="A name for the batch, shown by status.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
+@click.option("--resume", "resume_id", default=None, metavar="BATCH_ID",
+              help="Go on with an interrupted enqueue of FILE into this batch.")
 @_friendly
-def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
+def enqueue(file: TextIO, name: str | None, wait_: bool, resume_id: str | None) -> None:
     """Enqueue the jobs in FILE (JSON Lines; - for stdin) as one batch; print its id.
 
     Lines that break the job contract are refused with their line number and the
     field at fault; the rest of the batch goes on (exit code 2 if any were refused).
+    With --resume BATCH_ID, only the lines of FILE not yet published to that batch
+    go out; each line published before must be the same job.
     """
     client = Client.from_env()
     bar = sys.stderr.isatty()
@@ -124,15 +136,19 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
                        err=True, nl=False)
 
     try:
-        report: SubmitReport = client.submit_numbered(read_jobs(lines), name=name,
-                                                      on_progress=shown)
+        report: SubmitReport
+        if resume_id:
+            report = client.resume(resume_id, read_jobs(lines), on_progress=shown)
+        else:
+            report = client.submit_numbered(read_jobs(lines), name=name, on_progress=shown)
     finally:
         if bar:
             click.echo("", err=True)
     for rejected in report.rejected:
         click.echo(f"refused {rejected}", err=True)
     click.echo(report.batch.id)
-    click.echo(f"batch {report.batch.id}: {report.accepted} jobs enqueued, "
+    more = " more" if resume_id else ""
+    click.echo(f"batch {report.batch.id}: {report.accepted}{more} jobs enqueued, "
                f"{len(report.rejected)} lines refused", err=True)
     code = EXIT_USAGE if report.rejected else EXIT_OK
     if wait_:
@@ -176,23 +192,35 @@ def _print_counts(counts: Counts, stream: TextIO) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @_friendly
 def status(batch_id: str, as_json: bool) -> None:
-    """Counts of a batch's jobs by state: pending, retrying, succeeded, failed."""
+    """Counts of a batch's jobs by state: pending, waiting, retrying, succeeded, failed.
+
+    Waiting jobs wait for pacing (the rate budget, a concurrency slot, a pause);
+    retrying ones for a backoff after a failure. An enqueue that stopped before the
+    end of its input shows as interrupted at a line.
+    """
     client = Client.from_env()
     batch = client.batch(batch_id)
-    counts = batch.status()
     facts = batch.facts
+    counts = Counts.from_facts(facts)
+    enqueuing = client.store.enqueuing(batch_id, facts)
     if as_json:
         out = {"batch_id": batch_id, "name": facts.get("name") or None, **counts.as_dict(),
                "refused": int(facts.get("rejected", 0)),
-               "enqueuing": facts.get("enqueued") != "1"}
+               "enqueuing": not enqueuing.done and not enqueuing.interrupted,
+               "published": enqueuing.published,
+               "interrupted_at": enqueuing.next_line if enqueuing.interrupted else None,
+               "stopped": enqueuing.stopped or None}
         click.echo(json.dumps(out))
         return
     if facts.get("name"):
         click.echo(f"name       {facts['name']}")
     _print_counts(counts, sys.stdout)
     click.echo(f"refused    {facts.get('rejected', 0)}")
-    if facts.get("enqueued") != "1":
-        click.echo("(still being enqueued)")
+    note = enqueuing.describe()
+    if note:
+        click.echo(f"({note})")
+    elif not enqueuing.done:
+        click.echo(f"(still being enqueued: {enqueuing.published} jobs so far)")
 
 
 @main.command()
@@ -201,12 +229,31 @@ def status(batch_id: str, as_json: bool) -> None:
 def watch(batch_id: str) -> None:
     """Live progress of a batch until it ends: a bar on a terminal, plain lines when piped.
 
-    Exit code 1 when any job failed.
+    Exit code 1 when any job failed, or when the batch's enqueue was interrupted.
     """
     batch = Client.from_env().batch(batch_id)
     counts = _follow(batch, batch.status().total)
     _print_counts(counts, sys.stdout)
     sys.exit(EXIT_FAILED if counts.failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("batch_id")
+@_friendly
+def recount(batch_id: str) -> None:
+    """Rebuild a batch's counters from its stored results, and print them.
+
+    Workers count each job as they store its result, and `watch` checks the stored
+    results when counts stand still; this is the same repair, by hand.
+    """
+    batch = Client.from_env().batch(batch_id)
+    before = batch.status()
+    after = batch.recount()
+    _print_counts(after, sys.stdout)
+    if after != before:
+        changed = ", ".join(f"{k} {before.as_dict()[k]} -> {v}"
+                            for k, v in after.as_dict().items() if before.as_dict()[k] != v)
+        click.echo(f"recounted: {changed}", err=True)
 
 
 @main.command("retry-failed")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -13,36 +11,31 @@ from typing import Any
 import redis
 from celery import Celery
 
-from producer.batches import BatchStore
+from producer.batches import BatchStore, Enqueuing
 from producer.celeryapp import make_app
-from producer.publish import Outgoing, make_publisher
+from producer.enqueue import Rejected, enqueue, publish_chunk
+from producer.publish import make_publisher
 from producer.records import decode_meta, record_of
-from worker.jobs import Job, JobError, parse_job
+from producer.recount import recount, settle
+from worker.jobs import parse_job
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
 from worker.settings import Settings
 
-#: Jobs recorded and published per step of a bulk submit.
-PUBLISH_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """An input refused at enqueue time: which line, which field, and why."""
-
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else "job"
-        what = f"field {self.field!r}: " if self.field else ""
-        return f"{where}: {what}{self.message}"
+#: Seconds a batch's counts may stand still before a follower checks the stored results
+#: for a finished job the counters missed; the wait doubles after each check, up to
+#: ``SETTLE_MAX_S``.
+SETTLE_AFTER_S = 5.0
+SETTLE_MAX_S = 120.0
 
 
 @dataclass(frozen=True)
 class Counts:
-    """How many of a batch's jobs are in each state."""
+    """How many of a batch's jobs are in each state.
+
+    *waiting* jobs wait for pacing (the rate budget, a concurrency slot, a pause);
+    *retrying* jobs wait for a backoff countdown after a failure.
+    """
 
     pending: int = 0
     retrying: int = 0
@@ -50,10 +43,11 @@ class Counts:
     failed: int = 0
     #: Jobs that repeated an earlier GET of the batch, answered by its result.
     duplicates: int = 0
+    waiting: int = 0
 
     @property
     def total(self) -> int:
-        return self.pending + self.retrying + self.succeeded + self.failed
+        return self.pending + self.waiting + self.retrying + self.succeeded + self.failed
 
     @property
     def done(self) -> int:
@@ -61,10 +55,10 @@ class Counts:
 
     @property
     def finished(self) -> bool:
-        return self.pending == 0 and self.retrying == 0
+        return self.pending == 0 and self.waiting == 0 and self.retrying == 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"pending": self.pending, "retrying": self.retrying,
+        return {"pending": self.pending, "waiting": self.waiting, "retrying": self.retrying,
                 "succeeded": self.succeeded, "failed": self.failed, "total": self.total,
                 "duplicates": self.duplicates}
 
@@ -75,8 +69,38 @@ class Counts:
             return max(int(facts.get(name) or 0), 0)
 
         succeeded, failed, retrying = num("succeeded"), num("failed"), num("retrying")
-        pending = max(num("total") - succeeded - failed - retrying, 0)
-        return cls(pending, retrying, succeeded, failed, num("duplicates"))
+        waiting = num("waiting")
+        pending = max(num("total") - succeeded - failed - retrying - waiting, 0)
+        return cls(pending, retrying, succeeded, failed, num("duplicates"), waiting)
+
+
+class EnqueueInterrupted(RuntimeError):
+    """The batch's enqueue stopped before publishing all its input, and nothing resumes it."""
+
+    def __init__(self, batch_id: str, enqueuing: Enqueuing, counts: Counts) -> None:
+        super().__init__(f"batch {batch_id}: {enqueuing.describe()}")
+        self.enqueuing = enqueuing
+        self.counts = counts
+
+
+class _Stall:
+    """Says when counts that stand still are worth checking against the stored results."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._wait_s = after_s
+        self._last: Counts | None = None
+        self._since = time.monotonic()
+
+    def due(self, counts: Counts) -> bool:
+        now = time.monotonic()
+        if counts != self._last:
+            self._last, self._since, self._wait_s = counts, now, self.after_s
+            return False
+        if now - self._since < self._wait_s:
+            return False
+        self._since, self._wait_s = now, min(self._wait_s * 2, SETTLE_MAX_S)
+        return True
 
 
 class Batch:
@@ -110,22 +134,48 @@ class Batch:
                 if record is not None and not (failed_only and record.get("ok")):
                     yield record
 
+    def enqueuing(self) -> Enqueuing:
+        """How far the batch's enqueue got: done, still going, or interrupted at a line."""
+        return self._store.enqueuing(self.id, self.facts)
+
+    def settle(self) -> int:
+        """Count the finished jobs the counters missed; returns how many (see ``recount``)."""
+        return settle(self._store, self.id)
+
+    def recount(self) -> Counts:
+        """Rebuild the batch's counters from its stored results; returns the new counts."""
+        recount(self._store, self.id)
+        return self.status()
+
     def wait(
         self,
         *,
         poll_s: float = 0.5,
         timeout_s: float | None = None,
         on_progress: Callable[[Counts], None] | None = None,
+        settle_after_s: float = SETTLE_AFTER_S,
     ) -> Counts:
-        """Block until no job is pending or retrying; returns the final counts."""
+        """Block until no job is pending, waiting or retrying; returns the final counts.
+
+        Counts that stand still for ``settle_after_s`` are checked against the stored
+        results, so a count a crashed worker never made cannot block this for good.
+        Raises ``EnqueueInterrupted`` when the batch's enqueue died before the end.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        stall = _Stall(settle_after_s)
         while True:
             facts = self.facts
             counts = Counts.from_facts(facts)
             if on_progress is not None:
                 on_progress(counts)
-            if counts.finished and facts.get("enqueued") == "1":
+            enqueuing = self._store.enqueuing(self.id, facts)
+            if enqueuing.interrupted:
+                raise EnqueueInterrupted(self.id, enqueuing, counts)
+            if counts.finished and enqueuing.done:
                 return counts
+            if stall.due(counts):
+                self.settle()
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"batch {self.id} still has {counts.total - counts.done} jobs "
                                    f"to finish after {timeout_s:g} s")
@@ -176,7 +226,7 @@ class Client:
         """Enqueue one job as a batch of its own; returns the batch and the job id."""
         parsed = parse_job(job, self.profiles)
         batch_id = self._new_batch(name)
-        job_id = self._publish(batch_id, [(None, parsed)])[0]
+        job_id = publish_chunk(self.store, self.publisher, batch_id, [(None, parsed)])[0]
         self.store.finish(batch_id)
         return Batch(self.store, batch_id), job_id
 
@@ -198,31 +248,28 @@ class Client:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> SubmitReport:
         """Like ``submit_many`` with the line numbers given (a ``JobError`` item is refused)."""
-        report = SubmitReport(Batch(self.store, self._new_batch(name)))
-        chunk: list[tuple[int | None, Job]] = []
-        refused: list[Rejected] = []
+        batch = Batch(self.store, self._new_batch(name))
+        tally = enqueue(self.store, self.publisher, self.profiles, batch.id, items,
+                        on_progress=on_progress)
+        return SubmitReport(batch, tally.accepted, tally.rejected)
 
-        def flush() -> None:
-            self._publish(report.batch.id, chunk, refused)
-            report.accepted += len(chunk)
-            report.rejected.extend(refused)
-            if on_progress is not None:
-                on_progress(report.accepted, len(report.rejected))
-            chunk.clear()
-            refused.clear()
+    def resume(
+        self,
+        batch_id: str,
+        items: Iterable[tuple[int, Any]],
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> SubmitReport:
+        """Go on with an enqueue that stopped: publish only the lines not yet published.
 
-        for line, raw in items:
-            try:
-                if isinstance(raw, JobError):
-                    raise raw
-                chunk.append((line, parse_job(raw, self.profiles)))
-            except JobError as exc:
-                refused.append(Rejected(line, exc.field, exc.message))
-            if len(chunk) + len(refused) >= PUBLISH_CHUNK:
-                flush()
-        flush()
-        self.store.finish(report.batch.id)
-        return report
+        ``items`` is the same numbered input again. A line already published must be
+        the same job (else ``JobError``); raises ``EnqueueBusy`` while another process
+        still enqueues the batch.
+        """
+        batch = self.batch(batch_id)
+        tally = enqueue(self.store, self.publisher, self.profiles, batch.id, items, resume=True,
+                        on_progress=on_progress)
+        return SubmitReport(batch, tally.accepted, tally.rejected)
 
     def retry_failed(self, batch_id: str, *, name: str | None = None) -> SubmitReport:
         """Enqueue a batch's failed jobs again, as a new batch."""
@@ -243,37 +290,3 @@ class Client:
         batch_id = uuid.uuid4().hex
         self.store.create(batch_id, name)
         return batch_id
-
-    def _publish(
-        self,
-        batch_id: str,
-        jobs: list[tuple[int | None, Job]],
-        refused: list[Rejected] | None = None,
-    ) -> list[str]:
-        """Record then publish one chunk; a GET repeated in the batch is recorded, not run."""
-        ids = [str(uuid.uuid4()) for _ in jobs]
-        gets = [(i, fingerprint(job)) for i, (_, job) in enumerate(jobs) if job.method == "GET"]
-        first = self.store.claim(batch_id, [(fp, ids[i]) for i, fp in gets])
-        same_as: dict[int, str] = {i: orig for (i, _), orig in zip(gets, first, strict=True) if orig}
-        entries = []
-        outgoing = []
-        for i, (job_id, (line, job)) in enumerate(zip(ids, jobs, strict=True)):
-            message = job.to_message()
-            entry: dict[str, Any] = {"id": job_id, "line": line, "job": message}
-            if i in same_as:
-                entry["same_as"] = same_as[i]
-            else:
-                outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id},
-                                         job.shown_arguments(batch_id)))
-            entries.append(entry)
-        rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
-        self.store.add(batch_id, entries, rejected)
-        self.publisher.publish(outgoing)
-        return ids
-
-
-def fingerprint(job: Job) -> str:
-    """What makes two GETs the same request: profile, URL, params, headers, cache settings."""
-    same = {"api": job.api, "url": job.url, "params": job.params, "headers": job.headers,
-            "cache": job.cache, "refresh": job.refresh, "paginate": job.paginate, "page": job.page}
-    return hashlib.blake2b(json.dumps(same, sort_keys=True).encode(), digest_size=16).hexdigest()

@@ -206,7 +206,7 @@ def _follow(batch: Batch, view: ProgressView, before: Counts, procs: _Processes,
     def shown(now: Counts) -> None:
         procs.check()
         view.update(Counts(now.pending, now.retrying, before.succeeded + now.succeeded,
-                           before.failed + now.failed))
+                           before.failed + now.failed, waiting=now.waiting))
 
     now = batch.wait(poll_s=0.2, timeout_s=120 + job_count, on_progress=shown)
     return Counts(0, 0, before.succeeded + now.succeeded, before.failed + now.failed)

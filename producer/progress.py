@@ -33,8 +33,8 @@ class ProgressView:
         rate = counts.done / elapsed if elapsed > 0 else 0.0
         left = total - counts.done
         eta = f"{left / rate:,.0f}s" if rate > 0 and left else "-"
-        text = (f"{counts.done}/{total} done, {counts.failed} failed, {counts.retrying} retrying,"
-                f" {rate:,.1f} jobs/s, eta {eta}")
+        text = (f"{counts.done}/{total} done, {counts.failed} failed, {counts.waiting} waiting,"
+                f" {counts.retrying} retrying, {rate:,.1f} jobs/s, eta {eta}")
         if self.live:
             self.stream.write(f"\r{draw_bar(counts.done / total if total else 1.0)} {text}\033[K")
             self.stream.flush()

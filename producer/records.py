@@ -17,10 +17,20 @@ STATE_NAMES = {
 }
 
 
+#: The exception a job waiting for pacing (not a failure) is retried with.
+WAITING_EXCEPTION = "WaitLater"
+
+
 def state_of(meta: dict[str, Any] | None) -> str:
+    """pending, waiting, retrying, succeeded or failed, from what the backend stored."""
     if meta is None:
         return "pending"
-    return STATE_NAMES.get(str(meta.get("status")), "pending")
+    state = STATE_NAMES.get(str(meta.get("status")), "pending")
+    result = meta.get("result")
+    if state == "retrying" and isinstance(result, dict) \
+            and result.get("exc_type") == WAITING_EXCEPTION:
+        return "waiting"
+    return state
 
 
 def decode_meta(raw: bytes | str | None) -> dict[str, Any] | None:

@@ -1,4 +1,12 @@
-"""Batch counters that workers keep as jobs finish, so progress never polls every job."""
+"""Batch counters that workers keep as jobs finish or wait, so progress never polls every job.
+
+A job is in at most one counted state: *waiting* (pacing: the rate budget, a
+concurrency slot, a pause), *retrying* (a backoff after a failure) or finished
+(*succeeded* or *failed*). A job counted as finished stays so, and counting it again
+changes nothing: the finished state comes from the stored result, so whoever sees
+that result (the worker that stored it, a redelivery of its message, a producer
+settling a stalled batch, ``reqworker recount``) may count it.
+"""
 
 from __future__ import annotations
 
@@ -9,45 +17,55 @@ import redis
 
 from worker.keys import Keys
 
-# KEYS: batch hash, done set, retrying set. ARGV: job id, "succeeded"|"failed", ttl s.
-# A job is counted once however often it is delivered.
-_FINISH = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-if redis.call('SREM', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'retrying', -1) end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
+#: The states a job of a batch can be counted in, as fields of the batch's hash.
+WAITING, RETRYING, SUCCEEDED, FAILED = "waiting", "retrying", "succeeded", "failed"
 
-# KEYS: batch hash, done set, retrying set. ARGV: job id, ttl s.
-_RETRYING = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
-if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'retrying', 1) end
-redis.call('EXPIRE', KEYS[3], ARGV[2])
+# KEYS: batch hash, done set, retrying set, waiting set. ARGV: job id, state, ttl s.
+# Moves the job into ``state`` out of any other; a finished job never moves again.
+_MOVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local id, state = ARGV[1], ARGV[2]
+if redis.call('SISMEMBER', KEYS[2], id) == 1 then return 0 end
+local interim = {retrying = KEYS[3], waiting = KEYS[4]}
+for name, key in pairs(interim) do
+  if name ~= state and redis.call('SREM', key, id) == 1 then
+    redis.call('HINCRBY', KEYS[1], name, -1)
+  end
+end
+local target = interim[state] or KEYS[2]
+if redis.call('SADD', target, id) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], state, 1)
+redis.call('EXPIRE', target, ARGV[3])
 return 1
 """
 
 
 class BatchCounters:
-    """Updates a batch's counts (succeeded, failed, retrying) and adds jobs found by workers."""
+    """Updates a batch's counts (waiting, retrying, succeeded, failed) and adds jobs found by workers."""
 
     def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
-        self._finish = client.register_script(_FINISH)
-        self._retrying = client.register_script(_RETRYING)
+        self._move = client.register_script(_MOVE)
 
     def _keys(self, batch_id: str) -> list[str]:
         return [self.keys.batch(batch_id), self.keys.batch_done(batch_id),
-                self.keys.batch_retrying(batch_id)]
+                self.keys.batch_retrying(batch_id), self.keys.batch_waiting(batch_id)]
 
-    def finished(self, batch_id: str, job_id: str, *, ok: bool) -> None:
-        state = "succeeded" if ok else "failed"
-        self._finish(keys=self._keys(batch_id), args=[job_id, state, self.ttl_s])
+    def count(self, batch_id: str, job_id: str, state: str, client: Any = None) -> bool:
+        """Count the job in ``state``; False when that changed nothing (already counted)."""
+        return bool(self._move(keys=self._keys(batch_id), args=[job_id, state, self.ttl_s],
+                               client=client))
 
-    def retrying(self, batch_id: str, job_id: str) -> None:
-        self._retrying(keys=self._keys(batch_id), args=[job_id, self.ttl_s])
+    def finished(self, batch_id: str, job_id: str, *, ok: bool) -> bool:
+        return self.count(batch_id, job_id, SUCCEEDED if ok else FAILED)
+
+    def retrying(self, batch_id: str, job_id: str) -> bool:
+        return self.count(batch_id, job_id, RETRYING)
+
+    def waiting(self, batch_id: str, job_id: str) -> bool:
+        return self.count(batch_id, job_id, WAITING)
 
     def add_job(self, batch_id: str, entry: dict[str, Any]) -> None:
         """Record a job a worker adds to the batch (a next page) before it is published."""

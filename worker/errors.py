@@ -23,7 +23,14 @@ class JobFailed(Exception):
 
 
 class RetryLater(Exception):
-    """Why a job was put back on the queue with a countdown."""
+    """Why a job was put back on the queue with a backoff countdown after a failure."""
+
+
+class WaitLater(Exception):
+    """What a job waits for (the rate budget, a concurrency slot, a pause), shown by Flower.
+
+    Waiting is not a failure: the batch counts the job as *waiting*, not *retrying*.
+    """
 
 
 class AuthError(Exception):

@@ -12,6 +12,7 @@ from worker.auth import Authoriser, Credentials
 from worker.backoff import GiveUp, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
+from worker.inflight import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE, InFlight, guarded
 from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
@@ -85,11 +86,13 @@ class Executor:
         sessions: Sessions,
         authorisers: Mapping[str, Authoriser],
         gate: Gate,
+        inflight: InFlight | None = None,
     ) -> None:
         self.profiles = profiles
         self.sessions = sessions
         self.authorisers = authorisers
         self.gate = gate
+        self.inflight = inflight
 
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
         try:
@@ -117,14 +120,22 @@ class Executor:
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
             return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
+        marks = self.inflight if guarded(job) else None
         try:
+            if marks is not None and not marks.begin(ctx.job_id):
+                error = (OUTCOME_UNKNOWN, None, OUTCOME_UNKNOWN_MESSAGE)
+                return Failed(_record(ctx, job, progress, error=error))
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
         progress = replace(progress, attempts=progress.attempts + 1)
         if attempt.response is None:
-            return self._after_exception(job, profile, progress, ctx, attempt)
-        return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
+            outcome = self._after_exception(job, profile, progress, ctx, attempt)
+        else:
+            outcome = self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
+        if marks is not None and isinstance(outcome, Retry):
+            marks.end(ctx.job_id)  # the API did not act: the retry may send it again
+        return outcome
 
     def _after_response(
         self,
@@ -220,7 +231,8 @@ def _record(
     error: tuple[str, int | None, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON result record of a finished job, as PRODUCT.md describes it."""
-    view = job.to_message() if isinstance(job, Job) else dict(job)
+    # A job that is not even an object (a string) is described by what it is.
+    view = job.to_message() if isinstance(job, Job) else dict(job) if isinstance(job, Mapping) else {}
     response = attempt.response if attempt else None
     record: dict[str, Any] = {
         "key": view.get("key"),

@@ -35,6 +35,18 @@ class Keys:
         """Set: ids of the batch's jobs waiting for a retry."""
         return f"{self.prefix}:batch:{batch_id}:retrying"
 
+    def batch_waiting(self, batch_id: str) -> str:
+        """Set: ids of the batch's jobs waiting for pacing (rate budget, a slot, a pause)."""
+        return f"{self.prefix}:batch:{batch_id}:waiting"
+
+    def batch_enqueuing(self, batch_id: str) -> str:
+        """String with a short expiry: refreshed while a process enqueues the batch."""
+        return f"{self.prefix}:batch:{batch_id}:enqueuing"
+
+    def job_sent(self, job_id: str) -> str:
+        """String with an expiry: an unsafe job's request went out and its outcome is not stored."""
+        return f"{self.prefix}:sent:{job_id}"
+
     def batch_seen(self, batch_id: str) -> str:
         """Hash: fingerprint of each GET in the batch to the id of the job that runs it."""
         return f"{self.prefix}:batch:{batch_id}:seen"

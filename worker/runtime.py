@@ -13,6 +13,7 @@ from worker.auth import Authoriser, make_authoriser
 from worker.batchcount import BatchCounters
 from worker.executor import Executor
 from worker.http import Sessions
+from worker.inflight import InFlight
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
 from worker.ratelimit import RateLimiter
@@ -26,6 +27,7 @@ class Runtime:
     cache_redis: redis.Redis
     executor: Executor
     counters: BatchCounters
+    inflight: InFlight
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
@@ -37,11 +39,13 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
         name: make_authoriser(profile, cache_redis, keys) for name, profile in profiles.items()
     }
     gate = Gate(RateLimiter(cache_redis, keys))
-    executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate)
     # Batches live beside the results, which any machine that follows them can read.
     results_redis = redis.Redis.from_url(settings.result_backend, health_check_interval=30)
     counters = BatchCounters(results_redis, keys, settings.result_expires_s)
-    return Runtime(settings, profiles, cache_redis, executor, counters)
+    inflight = InFlight(results_redis, keys, settings.result_expires_s)
+    executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate,
+                        inflight)
+    return Runtime(settings, profiles, cache_redis, executor, counters, inflight)
 
 
 _lock = threading.Lock()

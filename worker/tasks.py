@@ -9,12 +9,13 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
-from celery.states import READY_STATES
+from celery.states import READY_STATES, SUCCESS
 
 from worker.app import app
-from worker.errors import JobFailed, RetryLater
+from worker.crashpoint import crash_point
+from worker.errors import JobFailed, RetryLater, WaitLater
 from worker.executor import Done, JobContext, Progress, Retry
-from worker.jobs import TASK_NAME, Job
+from worker.jobs import TASK_NAME, UNSAFE_METHODS, Job
 from worker.runtime import runtime
 
 log = logging.getLogger("reqworker.task")
@@ -24,18 +25,28 @@ class RequestTask(Task):
     """Keeps the batch counters as jobs finish or wait, after Celery stored their state."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
-        if kwargs.get("batch_id"):
-            runtime().counters.finished(kwargs["batch_id"], task_id, ok=True)
+        _stored(task_id, kwargs, ok=True)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                    einfo: Any) -> None:
-        if kwargs.get("batch_id"):
-            runtime().counters.finished(kwargs["batch_id"], task_id, ok=False)
+        _stored(task_id, kwargs, ok=False)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                  einfo: Any) -> None:
         if kwargs.get("batch_id"):
-            runtime().counters.retrying(kwargs["batch_id"], task_id)
+            counters = runtime().counters
+            state = counters.waiting if isinstance(exc, WaitLater) else counters.retrying
+            state(kwargs["batch_id"], task_id)
+
+
+def _stored(task_id: str, kwargs: dict[str, Any], *, ok: bool) -> None:
+    """After Celery stored a job's outcome: forget its in-flight mark, count it in its batch."""
+    crash_point("after-store", task_id)
+    job = kwargs.get("job")
+    if isinstance(job, dict) and str(job.get("method", "")).upper() in UNSAFE_METHODS:
+        runtime().inflight.end(task_id)
+    if kwargs.get("batch_id"):
+        runtime().counters.finished(kwargs["batch_id"], task_id, ok=ok)
 
 
 def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
@@ -43,6 +54,8 @@ def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
     try:
         return Job(**message).shown_arguments(batch_id)
     except TypeError:  # not a job message: show no more than where it went
+        if not isinstance(message, dict):
+            return json.dumps({"job": f"not a job: {type(message).__name__}", "batch_id": batch_id})
         summary = f"{message.get('api')} {message.get('method')} {message.get('url')}"
         return json.dumps({"job": summary, "batch_id": batch_id})
 
@@ -68,11 +81,15 @@ def request(
     """Make one HTTP attempt at ``job``; retry it with a countdown, or finish it."""
     task_id = self.request.id
     redelivered = (self.request.delivery_info or {}).get("redelivered")
-    if redelivered and self.backend.get_task_meta(task_id).get("status") in READY_STATES:
-        # A second delivery of a job that already finished (its worker died before
-        # acknowledging it): leave the stored result alone.
-        log.warning("job %s already finished; ignoring a repeated delivery", task_id)
-        raise Ignore()
+    if redelivered:
+        status = self.backend.get_task_meta(task_id).get("status")
+        if status in READY_STATES:
+            # A second delivery of a job that already finished (its worker died before
+            # acknowledging it, perhaps before counting it): leave the stored result
+            # alone, and make sure the batch counted it.
+            log.warning("job %s already finished; ignoring a repeated delivery", task_id)
+            _stored(task_id, self.request.kwargs or {}, ok=status == SUCCESS)
+            raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
     if isinstance(outcome, Done):
@@ -80,14 +97,17 @@ def request(
             _publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
     if isinstance(outcome, Retry):
+        why: Exception
         if outcome.backoff:
             log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
+            why = RetryLater(outcome.reason)
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
+            why = WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
         raise self.retry(
             countdown=outcome.countdown_s,
             kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
-            exc=RetryLater(outcome.reason),
+            exc=why,
             # Celery would show the whole job again; Flower gets the summary, as at enqueue.
             kwargsrepr=_flower_view(job, batch_id),
         )
