@@ -1,0 +1,97 @@
+"""An enqueue killed mid-file shows as interrupted and resumes: every line published once.
+
+On both brokers: the bulk Redis publisher and Celery's own publish differently.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.localredis import LocalRedis
+from producer.loopback_api import LoopbackAPI
+from tests.stack import Stack, make_stack
+from tests.support import REQWORKER, eventually, run_cli
+
+pytestmark = pytest.mark.integration
+
+LINES = 1200
+#: Lines written before the kill: the first chunk (500) is published, the rest is not.
+BEFORE_KILL = 700
+BAD = {3, 550}
+
+
+@pytest.fixture
+def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI, broker: dict[str, str],
+          tmp_path: Path) -> Iterator[Stack]:
+    with make_stack(redis_server.url, loopback_api, tmp_path, **broker) as s:
+        yield s
+
+
+def _lines(run: str) -> list[str]:
+    return ['{"api": "fast", "path": ' if n in BAD else
+            json.dumps({"api": "fast", "path": f"/echo/{run}/{n}", "key": n})
+            for n in range(1, LINES + 1)]
+
+
+def test_an_enqueue_killed_mid_file_resumes_and_publishes_every_line_once(
+        stack: Stack, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    lines = _lines(run)
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("\n".join(lines) + "\n")
+    store = stack.client.store
+    enqueuing = subprocess.Popen([*REQWORKER, "enqueue", "-", "--name", "cut"], env=stack.env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert enqueuing.stdin is not None
+        enqueuing.stdin.write("\n".join(lines[:BEFORE_KILL]) + "\n")
+        enqueuing.stdin.flush()
+        batch_id = eventually(lambda: [b.decode() for b in
+                                       store.client.zrange(store.keys.batches(), 0, -1)],
+                              what="the batch record")[0]
+        eventually(lambda: store.facts(batch_id).get("published_line") == "500",
+                   what="the first chunk published")
+    finally:
+        enqueuing.kill()
+        enqueuing.wait()
+
+    # The dead enqueue's lease lapses within seconds; then it counts as interrupted.
+    eventually(lambda: stack.client.batch(batch_id).enqueuing().interrupted, every_s=0.5,
+               what="the enqueue's lease lapsing")
+    status = run_cli(stack.env, "status", batch_id).stdout
+    assert "enqueue interrupted at line 501 (499 jobs published)" in status
+    watched = run_cli(stack.env, "watch", batch_id)
+    assert watched.returncode == 1 and "interrupted at line 501" in watched.stderr
+
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join([*lines[:9], json.dumps({"api": "fast", "path": "/x"})]) + "\n")
+    refused = run_cli(stack.env, "enqueue", str(other), "--resume", batch_id)
+    assert refused.returncode == 2 and "line 10 is not the job" in refused.stderr
+
+    resumed = run_cli(stack.env, "enqueue", str(jobs_file), "--resume", batch_id)
+    assert resumed.returncode == 2, resumed.stderr  # line 550 is refused, once
+    assert resumed.stdout.strip() == batch_id
+    assert f"{LINES - 500 - 1} more jobs enqueued, 1 lines refused" in resumed.stderr
+    again = run_cli(stack.env, "enqueue", str(jobs_file), "--resume", batch_id)
+    assert again.returncode == 0 and "0 more jobs enqueued, 0 lines refused" in again.stderr
+
+    facts = store.facts(batch_id)
+    assert (facts["total"], facts["rejected"], facts["enqueued"]) == (str(LINES - 2), "2", "1")
+    worker = stack.worker("resume", concurrency=8)
+    try:
+        counts = stack.client.batch(batch_id).wait(poll_s=0.2, timeout_s=240)
+    finally:
+        worker.stop()
+    assert (counts.succeeded, counts.failed, counts.total) == (LINES - 2, 0, LINES - 2)
+    hits = Counter(hit.path for hit in stack.api.hits() if hit.path.startswith(f"/echo/{run}/"))
+    assert len(hits) == LINES - 2 and set(hits.values()) == {1}
+    keys = sorted(r["key"] for r in stack.client.batch(batch_id).results())
+    assert keys == [n for n in range(1, LINES + 1) if n not in BAD]
