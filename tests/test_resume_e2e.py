@@ -11,9 +11,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from producer.enqueue import enqueue
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
 from tests.stack import Stack, make_stack
@@ -95,3 +97,49 @@ def test_an_enqueue_killed_mid_file_resumes_and_publishes_every_line_once(
     assert len(hits) == LINES - 2 and set(hits.values()) == {1}
     keys = sorted(r["key"] for r in stack.client.batch(batch_id).results())
     assert keys == [n for n in range(1, LINES + 1) if n not in BAD]
+
+
+class _DiesAfter:
+    """A publisher that stops the enqueue (as Ctrl-C would) before or after its Nth publish."""
+
+    def __init__(self, inner: Any, nth: int, *, published: bool) -> None:
+        self.inner, self.nth, self.published, self.calls = inner, nth, published, 0
+
+    def publish(self, messages: Any) -> None:
+        self.calls += 1
+        if self.calls == self.nth and not self.published:
+            raise KeyboardInterrupt
+        self.inner.publish(messages)
+        if self.calls == self.nth:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("published", [False, True], ids=["not-pushed", "pushed-and-running"])
+def test_a_resume_settles_the_chunk_an_enqueue_recorded_but_may_not_have_published(
+        redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path,
+        published: bool) -> None:
+    """Killed between recording a chunk and noting it published: resumed, it goes out once."""
+    queue = f"resume-{uuid.uuid4().hex[:8]}"
+    with make_stack(redis_server.url, loopback_api, tmp_path, REQWORKER_QUEUE=queue) as stack:
+        client, store = stack.client, stack.client.store
+        lines = [(n, {"api": "fast", "path": f"/echo/{queue}/{n}", "key": n})
+                 for n in range(1, 1001)]
+        batch_id = uuid.uuid4().hex
+        store.create(batch_id, "cut")
+        with pytest.raises(KeyboardInterrupt):
+            enqueue(store, _DiesAfter(client.publisher, 2, published=published), client.profiles,
+                    batch_id, lines)
+        facts = store.facts(batch_id)
+        assert (facts["published_line"], facts["recorded_line"]) == ("500", "1000")
+        assert client.batch(batch_id).enqueuing().interrupted
+        if published:  # a worker already ran one of the pushed jobs
+            running = next(e for chunk in store.entries(batch_id) for e in chunk
+                           if e["line"] == 501)
+            client.app.backend.store_result(running["id"], {"ok": True}, "SUCCESS")
+        report = client.resume(batch_id, lines)
+        queued = [json.loads(m)["headers"]["id"] for m in store.client.lrange(queue, 0, -1)]
+        store.client.delete(queue)
+    recorded = [e["id"] for chunk in store.entries(batch_id) for e in chunk]
+    assert report.accepted == 500 and len(recorded) == 1000
+    assert sorted(queued) == sorted(recorded)  # every job on the queue exactly once
+    assert client.batch(batch_id).enqueuing().done
