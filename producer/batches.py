@@ -43,11 +43,11 @@ class Enqueuing:
     def next_line(self) -> int:
         return self.published_line + 1
 
-    def describe(self) -> str | None:
+    def describe(self, batch_id: str) -> str | None:
         """One line for ``status`` and ``watch`` when the enqueue did not end normally."""
         if self.interrupted:
             return (f"enqueue interrupted at line {self.next_line} ({self.published} jobs "
-                    "published); add the rest with: reqworker enqueue FILE --resume BATCH_ID")
+                    f"published); add the rest with: reqworker enqueue FILE --resume {batch_id}")
         if self.stopped:
             return (f"enqueue stopped at line {self.next_line}: {self.stopped} "
                     f"({self.published} jobs published)")
@@ -137,9 +137,9 @@ class BatchStore:
         pipe.execute()
 
     def hold_lease(self, batch_id: str) -> bool:
-        """Take or refresh the enqueue's lease; False when another live process holds it."""
+        """Refresh the enqueue's lease; False when it is gone (lapsed, or the enqueue ended)."""
         key = self.keys.batch_enqueuing(batch_id)
-        return bool(self.client.set(key, 1, ex=ENQUEUE_LEASE_S))
+        return bool(self.client.set(key, 1, xx=True, ex=ENQUEUE_LEASE_S))
 
     def take_lease(self, batch_id: str) -> bool:
         """Take the lease of a batch whose enqueue is over or dead; False while one is alive."""

@@ -216,9 +216,9 @@ def status(batch_id: str, as_json: bool) -> None:
         click.echo(f"name       {facts['name']}")
     _print_counts(counts, sys.stdout)
     click.echo(f"refused    {facts.get('rejected', 0)}")
-    note = enqueuing.describe()
+    note = enqueuing.describe(batch_id)
     if note:
-        click.echo(f"({note})")
+        click.echo(note)
     elif not enqueuing.done:
         click.echo(f"(still being enqueued: {enqueuing.published} jobs so far)")
 

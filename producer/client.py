@@ -78,7 +78,7 @@ class EnqueueInterrupted(RuntimeError):
     """The batch's enqueue stopped before publishing all its input, and nothing resumes it."""
 
     def __init__(self, batch_id: str, enqueuing: Enqueuing, counts: Counts) -> None:
-        super().__init__(f"batch {batch_id}: {enqueuing.describe()}")
+        super().__init__(f"batch {batch_id}: {enqueuing.describe(batch_id)}")
         self.enqueuing = enqueuing
         self.counts = counts
 

@@ -150,6 +150,59 @@ class _Heartbeat:
         self._thread.join()
 
 
+class _Run:
+    """One enqueue run: takes numbered inputs, and publishes them a chunk at a time."""
+
+    def __init__(self, store: BatchStore, publisher: Publisher, profiles: Mapping[str, Profile],
+                 batch_id: str, earlier: _Earlier | None,
+                 on_progress: Callable[[int, int], None] | None) -> None:
+        self.store, self.publisher, self.profiles = store, publisher, profiles
+        self.batch_id, self.earlier, self.on_progress = batch_id, earlier, on_progress
+        #: Input lines up to here were recorded before (only when resuming).
+        self.recorded_line = earlier.recorded_line if earlier is not None else 0
+        self.tally = Tally()
+        self.chunk: list[tuple[int | None, Job]] = []
+        self.refused: list[Rejected] = []
+        self.doubtful: list[tuple[dict[str, Any], Job]] = []
+        self.last_line: int | None = None
+
+    def take(self, line: int, raw: Any) -> None:
+        if self.doubtful and line > self.recorded_line:
+            self.publish_doubtful()
+        self.last_line = line
+        job: Job | None = None
+        try:
+            if isinstance(raw, JobError):
+                raise raw
+            job = parse_job(raw, self.profiles)
+        except JobError as exc:
+            if line > self.recorded_line:
+                self.refused.append(Rejected(line, exc.field, exc.message))
+        if self.earlier is not None and line <= self.recorded_line:
+            _seen_before(self.earlier, self.batch_id, line, job, self.doubtful)
+            return
+        if job is not None:
+            self.chunk.append((line, job))
+        if len(self.chunk) + len(self.refused) >= PUBLISH_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.doubtful:
+            self.publish_doubtful()
+        publish_chunk(self.store, self.publisher, self.batch_id, self.chunk, self.refused,
+                      self.last_line)
+        self.tally.accepted += len(self.chunk)
+        self.tally.rejected.extend(self.refused)
+        if self.on_progress is not None:
+            self.on_progress(self.tally.accepted, len(self.tally.rejected))
+        self.chunk.clear()
+        self.refused.clear()
+
+    def publish_doubtful(self) -> None:
+        self.tally.accepted += _publish_doubtful(self.store, self.publisher, self.batch_id,
+                                                 self.doubtful, self.recorded_line)
+
+
 def enqueue(
     store: BatchStore,
     publisher: Publisher,
@@ -167,67 +220,29 @@ def enqueue(
     if resume and not store.take_lease(batch_id):
         raise EnqueueBusy(f"batch {batch_id} is still being enqueued by a live process "
                           f"(its lease lapses {ENQUEUE_LEASE_S} s after that process stops)")
-    tally = Tally()
-    earlier = _Earlier(store, batch_id) if resume else None
-    recorded_line = earlier.recorded_line if earlier is not None else 0
-    chunk: list[tuple[int | None, Job]] = []
-    refused: list[Rejected] = []
-    doubtful: list[tuple[dict[str, Any], Job]] = []
-    last_line: int | None = None
-
-    def flush() -> None:
-        publish_chunk(store, publisher, batch_id, chunk, refused, last_line)
-        tally.accepted += len(chunk)
-        tally.rejected.extend(refused)
-        if on_progress is not None:
-            on_progress(tally.accepted, len(tally.rejected))
-        chunk.clear()
-        refused.clear()
-
-    finished = False
+    run = _Run(store, publisher, profiles, batch_id,
+               _Earlier(store, batch_id) if resume else None, on_progress)
+    ended = False
     with _Heartbeat(store, batch_id):
         try:
             for line, raw in items:
-                if doubtful and line > recorded_line:
-                    tally.accepted += _publish_doubtful(store, publisher, batch_id, doubtful,
-                                                        recorded_line)
-                last_line = line
-                job: Job | None = None
-                try:
-                    if isinstance(raw, JobError):
-                        raise raw
-                    job = parse_job(raw, profiles)
-                except JobError as exc:
-                    if line > recorded_line:
-                        refused.append(Rejected(line, exc.field, exc.message))
-                if earlier is not None and line <= recorded_line:
-                    _seen_before(earlier, batch_id, line, job, doubtful)
-                    continue
-                if job is not None:
-                    chunk.append((line, job))
-                if len(chunk) + len(refused) >= PUBLISH_CHUNK:
-                    flush()
-            if doubtful:
-                tally.accepted += _publish_doubtful(store, publisher, batch_id, doubtful,
-                                                    recorded_line)
-            flush()
+                run.take(line, raw)
+            run.flush()
             store.finish(batch_id)
-            finished = True
+            ended = True
         except ResumeMismatch:
-            _best_effort(lambda: store.drop_lease(batch_id))  # nothing published: still resumable
-            finished = True
-            raise
+            raise  # nothing of it was published: the batch stays as it was, resumable
         except Exception as exc:
             # A handled error (bad input, Redis gone): what was published can still finish,
             # and the batch says where and why its enqueue stopped.
             why = f"{type(exc).__name__}: {exc}"
             _best_effort(lambda: store.finish(batch_id, stopped=why))
-            finished = True
+            ended = True
             raise
         finally:
-            if not finished:  # stopped from outside (Ctrl-C): interrupted at once, resumable
+            if not ended:  # stopped from outside (Ctrl-C), or a mismatch: resumable at once
                 _best_effort(lambda: store.drop_lease(batch_id))
-    return tally
+    return run.tally
 
 
 def _seen_before(earlier: _Earlier, batch_id: str, line: int, job: Job | None,
