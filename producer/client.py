@@ -27,6 +27,9 @@ from worker.settings import Settings
 #: ``SETTLE_MAX_S``.
 SETTLE_AFTER_S = 5.0
 SETTLE_MAX_S = 120.0
+#: A check reads the whole job list of the batch, so it is made only once no more than
+#: this many jobs are left: a missing count blocks a batch at its end, not before.
+SETTLE_OPEN_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class Batch:
                 raise EnqueueInterrupted(self.id, enqueuing, counts)
             if counts.finished and enqueuing.done:
                 return counts
-            if stall.due(counts):
+            if stall.due(counts) and counts.total - counts.done <= SETTLE_OPEN_MAX:
                 self.settle()
                 continue
             if deadline is not None and time.monotonic() > deadline:
