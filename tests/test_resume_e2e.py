@@ -143,3 +143,31 @@ def test_a_resume_settles_the_chunk_an_enqueue_recorded_but_may_not_have_publish
     assert report.accepted == 500 and len(recorded) == 1000
     assert sorted(queued) == sorted(recorded)  # every job on the queue exactly once
     assert client.batch(batch_id).enqueuing().done
+
+
+def test_an_enqueue_stopped_by_an_error_marks_its_batch_and_resumes_after_the_fix(
+        redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path) -> None:
+    queue = f"stopped-{uuid.uuid4().hex[:8]}"
+    with make_stack(redis_server.url, loopback_api, tmp_path, REQWORKER_QUEUE=queue) as stack:
+        client, store = stack.client, stack.client.store
+        jobs = [(n, {"api": "fast", "path": f"/echo/{queue}/{n}"}) for n in range(1, 701)]
+
+        def unreadable_at_600() -> Iterator[tuple[int, Any]]:
+            for n, job in jobs:
+                if n == 600:
+                    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+                yield n, job
+
+        with pytest.raises(UnicodeDecodeError):
+            client.submit_numbered(unreadable_at_600(), name="bad bytes")
+        batch_id = store.client.zrange(store.keys.batches(), 0, -1)[0].decode()
+        status = run_cli(stack.env, "status", batch_id)
+        enqueuing = client.batch(batch_id).enqueuing()
+        # what was published may finish: waiting on the batch does not hang on the rest
+        assert enqueuing.done and not enqueuing.interrupted
+        assert "enqueue stopped at line 501: UnicodeDecodeError" in status.stdout
+        report = client.resume(batch_id, jobs)
+        queued = store.client.llen(queue)
+        store.client.delete(queue)
+    assert report.accepted == 200 and queued == 700
+    assert client.batch(batch_id).enqueuing().describe(batch_id) is None
