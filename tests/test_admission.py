@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from worker.admission import SHORT_WAIT_S, Gate, Pass, Wait
+from worker.admission import RESERVE_HORIZON_S, Gate, Pass, Wait
 from worker.durations import parse_rate
 from worker.profiles import Backoff, Profile
 from worker.ratelimit import Admission
@@ -49,7 +49,7 @@ def test_a_free_slot_goes_at_once() -> None:
     slept: list[float] = []
     limiter = FakeLimiter([Admission(0.0, False, True)])
     assert gate(limiter, slept).enter(PROFILE) == Pass(None)
-    assert slept == [] and limiter.reserve_asked == [SHORT_WAIT_S]
+    assert slept == [] and limiter.reserve_asked == [RESERVE_HORIZON_S]
 
 
 def test_a_reserved_slot_is_slept_for_then_goes_without_asking_again() -> None:
@@ -67,17 +67,29 @@ def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:
     assert ticket.seconds == 4.0 and "paused" in ticket.reason
 
 
-def test_a_slot_beyond_the_horizon_goes_back_to_the_queue_without_sleeping() -> None:
+def test_a_slot_reserved_further_ahead_waits_in_redis_and_is_kept() -> None:
     slept: list[float] = []
-    ticket = gate(FakeLimiter([Admission(2.5, False, False)]), slept).enter(PROFILE)
-    assert ticket == Wait(2.5, "profile 'api' waiting for the shared rate budget")
-    assert slept == []
+    ticket = gate(FakeLimiter([Admission(2.5, False, True)]), slept).enter(PROFILE)
+    assert isinstance(ticket, Wait) and ticket.reserved and not ticket.fail
+    assert ticket.seconds == 2.5 and slept == []
 
 
-def test_a_countdown_never_exceeds_the_profiles_longest() -> None:
+def test_a_job_with_a_reserved_slot_goes_without_asking_again() -> None:
+    limiter = FakeLimiter([])
+    assert gate(limiter, []).enter(PROFILE, reserved=True) == Pass(None)
+    assert limiter.reserve_asked == []
+
+
+def test_a_job_with_a_reserved_slot_still_waits_for_a_pause() -> None:
+    limiter = FakeLimiter([], pause_after_sleep_s=7.0)
+    ticket = gate(limiter, []).enter(PROFILE, reserved=True)
+    assert isinstance(ticket, Wait) and not ticket.reserved and ticket.seconds == 7.0
+
+
+def test_a_slot_beyond_the_horizon_is_asked_for_again_once_within_reach() -> None:
     ticket = gate(FakeLimiter([Admission(3600.0, False, False)]), []).enter(PROFILE)
-    assert isinstance(ticket, Wait)
-    assert ticket.seconds == pytest.approx(PROFILE.backoff.longest_countdown_s)
+    assert isinstance(ticket, Wait) and not ticket.reserved
+    assert ticket.seconds == pytest.approx(3600.0 - RESERVE_HORIZON_S / 2)
 
 
 def test_a_pause_longer_than_the_profile_allows_fails_the_job() -> None:
@@ -92,10 +104,14 @@ def test_without_a_rate_limit_only_a_pause_holds_a_job() -> None:
     assert isinstance(ticket, Wait) and ticket.seconds == 3.0 and "paused" in ticket.reason
 
 
-def test_all_concurrency_slots_taken_means_a_short_countdown() -> None:
+def test_all_concurrency_slots_taken_means_a_countdown_that_grows_with_each_wait() -> None:
     capped = Profile(name="api", base_url="http://x", concurrency=2)
-    ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped)
-    assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+    seconds = []
+    for waits in (0, 1, 2, 10):
+        ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped, waits=waits)
+        assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+        seconds.append(ticket.seconds)
+    assert seconds == [0.5, 1.0, 2.0, 8.0]
 
 
 def test_a_held_slot_is_released_when_the_job_goes_back() -> None:

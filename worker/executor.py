@@ -33,12 +33,17 @@ class Progress:
     retries: int = 0
     #: Token renewals this job asked for after a 401.
     reauths: int = 0
+    #: Times the job waited (rate budget, concurrency slot, pause): no attempt spent.
+    waits: int = 0
+    #: 1 when the job's slot of the rate budget is reserved and due as it runs again.
+    reserved: int = 0
 
     @classmethod
     def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
         if not raw:
             return cls()
-        return cls(**{k: int(raw.get(k, 0)) for k in ("attempts", "retries", "reauths")})
+        names = ("attempts", "retries", "reauths", "waits", "reserved")
+        return cls(**{k: int(raw.get(k, 0)) for k in names})
 
     def to_message(self) -> dict[str, int]:
         return asdict(self)
@@ -112,16 +117,17 @@ class Executor:
                 progress = replace(progress, attempts=progress.attempts + 1)
                 record = _record(ctx, job, progress, cached)
                 return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
-        ticket = self.gate.enter(profile)
+        ticket = self.gate.enter(profile, reserved=bool(progress.reserved), waits=progress.waits)
         if isinstance(ticket, Wait):
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
-            return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
+            waited = replace(progress, waits=progress.waits + 1, reserved=int(ticket.reserved))
+            return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
         try:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
-        progress = replace(progress, attempts=progress.attempts + 1)
+        progress = replace(progress, attempts=progress.attempts + 1, reserved=0)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
         return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
@@ -192,7 +198,7 @@ class Executor:
             return Failed(_record(ctx, job, progress, attempt, error=error))
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(progress, retries=n), reason)
+        return Retry(wait, replace(progress, retries=n, reserved=0), reason)
 
 
 def _error_type(attempt: Attempt | None) -> str:
