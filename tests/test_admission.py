@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from worker.admission import RESERVE_HORIZON_S, Gate, Pass, Wait
+from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Gate, Pass, Wait
 from worker.durations import parse_rate
 from worker.profiles import Backoff, Profile
 from worker.ratelimit import Admission
@@ -41,8 +41,12 @@ PROFILE = Profile(name="api", base_url="http://x", rate_limit=parse_rate("10/s")
                   backoff=Backoff(0.5, 1.5, 10))
 
 
+NOW = 1_000_000.0
+
+
 def gate(limiter: FakeLimiter, slept: list[float]) -> Gate:
-    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0)  # type: ignore[arg-type]
+    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0,  # type: ignore[arg-type]
+                clock=lambda: NOW)
 
 
 def test_a_free_slot_goes_at_once() -> None:
@@ -67,28 +71,41 @@ def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:
     assert ticket.seconds == 4.0 and "paused" in ticket.reason
 
 
-def test_a_slot_reserved_further_ahead_waits_in_redis_and_is_kept() -> None:
+def test_a_slot_reserved_further_ahead_waits_in_redis_and_comes_back_just_before_it() -> None:
     slept: list[float] = []
     ticket = gate(FakeLimiter([Admission(2.5, False, True)]), slept).enter(PROFILE)
-    assert isinstance(ticket, Wait) and ticket.reserved and not ticket.fail
-    assert ticket.seconds == 2.5 and slept == []
+    assert isinstance(ticket, Wait) and not ticket.fail
+    assert ticket.slot_at == NOW + 2.5 and ticket.seconds == pytest.approx(2.5 - EARLY_S)
+    assert slept == []
 
 
-def test_a_job_with_a_reserved_slot_goes_without_asking_again() -> None:
+def test_a_job_back_for_its_reserved_slot_sleeps_until_it_without_asking_again() -> None:
+    slept: list[float] = []
     limiter = FakeLimiter([])
-    assert gate(limiter, []).enter(PROFILE, reserved=True) == Pass(None)
-    assert limiter.reserve_asked == []
+    assert gate(limiter, slept).enter(PROFILE, slot_at=NOW + 0.3) == Pass(None)
+    assert limiter.reserve_asked == [] and slept == [pytest.approx(0.3)]
+
+
+def test_a_job_back_too_early_waits_again_for_the_same_slot() -> None:
+    ticket = gate(FakeLimiter([]), []).enter(PROFILE, slot_at=NOW + 5.0)
+    assert isinstance(ticket, Wait) and ticket.slot_at == NOW + 5.0
+
+
+def test_a_job_back_too_late_for_its_slot_asks_for_a_new_one() -> None:
+    limiter = FakeLimiter([Admission(0.0, False, True)])
+    assert gate(limiter, []).enter(PROFILE, slot_at=NOW - LATE_S - 0.01) == Pass(None)
+    assert limiter.reserve_asked == [RESERVE_HORIZON_S]
 
 
 def test_a_job_with_a_reserved_slot_still_waits_for_a_pause() -> None:
     limiter = FakeLimiter([], pause_after_sleep_s=7.0)
-    ticket = gate(limiter, []).enter(PROFILE, reserved=True)
-    assert isinstance(ticket, Wait) and not ticket.reserved and ticket.seconds == 7.0
+    ticket = gate(limiter, []).enter(PROFILE, slot_at=NOW)
+    assert isinstance(ticket, Wait) and ticket.slot_at is None and ticket.seconds == 7.0
 
 
 def test_a_slot_beyond_the_horizon_is_asked_for_again_once_within_reach() -> None:
     ticket = gate(FakeLimiter([Admission(3600.0, False, False)]), []).enter(PROFILE)
-    assert isinstance(ticket, Wait) and not ticket.reserved
+    assert isinstance(ticket, Wait) and ticket.slot_at is None
     assert ticket.seconds == pytest.approx(3600.0 - RESERVE_HORIZON_S / 2)
 
 

@@ -29,6 +29,12 @@ RESERVE_HORIZON_S = 600.0
 #: each further wait of the job, up to ``SLOT_WAIT_MAX_S``.
 SLOT_WAIT_S = 0.5
 SLOT_WAIT_MAX_S = 8.0
+#: A job waiting in Redis for its reserved slot comes back this long before the slot,
+#: and sleeps the rest in the worker, so that its request leaves on time.
+EARLY_S = 0.3
+#: A job back later than this after its reserved slot gives it up and asks for a new
+#: one: sent late, it would add to the requests of a later second.
+LATE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,14 @@ class Pass:
 class Wait:
     """The job must wait ``seconds``; ``fail`` when the wait is longer than the job may wait.
 
-    ``reserved``: its slot of the rate budget is taken, due when the wait ends.
+    ``slot_at``: the time (this host's clock, epoch seconds) of the slot of the rate
+    budget reserved for the job; it comes back a little before it (``EARLY_S``).
     """
 
     seconds: float
     reason: str
     fail: bool = False
-    reserved: bool = False
+    slot_at: float | None = None
 
 
 def lease_s(profile: Profile) -> float:
@@ -64,21 +71,23 @@ class Gate:
         limiter: RateLimiter,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.limiter = limiter
         self._sleep = sleep
         self._jitter = jitter
+        self._clock = clock
 
     @staticmethod
     def budgets(profile: Profile) -> bool:
         """True when requests of this profile spend a budget (so cache hits should not)."""
         return profile.rate_limit is not None or profile.concurrency is not None
 
-    def enter(self, profile: Profile, *, reserved: bool = False, waits: int = 0) -> Pass | Wait:
+    def enter(self, profile: Profile, *, slot_at: float | None = None, waits: int = 0) -> Pass | Wait:
         """May a job of ``profile`` send its request now?
 
-        ``reserved``: the job's slot of the budget was reserved on an earlier run, and
-        only a pause can hold it back now. ``waits``: how often the job waited already.
+        ``slot_at``: the slot of the budget reserved for the job on an earlier run
+        (``Wait.slot_at``). ``waits``: how often the job waited already.
         """
         slot = None
         if profile.concurrency is not None:
@@ -87,21 +96,29 @@ class Gate:
                 wait_s = min(SLOT_WAIT_S * 2 ** min(waits, 8), SLOT_WAIT_MAX_S)
                 return Wait(wait_s * (1 + self._jitter()),
                             f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
-        if profile.rate_limit is None or reserved:
-            # No budget to spend now: only a fleet-wide pause can hold the job back.
-            wait_s = self.limiter.pause_left(profile.name)
-            paused, took = True, wait_s <= 0
+        now = self._clock()
+        if slot_at is not None and slot_at - now >= -LATE_S:
+            # The slot was reserved on an earlier run: only a pause can hold the job back.
+            if slot_at - now > SHORT_WAIT_S:
+                self.leave(profile, Pass(slot))
+                return Wait(slot_at - now - EARLY_S, f"profile {profile.name!r} waits for its "
+                            "reserved slot of the shared rate budget", slot_at=slot_at)
+            wait_s, paused, took, asked = max(slot_at - now, 0.0), False, True, False
+        elif profile.rate_limit is None:
+            wait_s, paused, took, asked = 0.0, False, True, False
         else:
             wait_s, paused, took = self.limiter.admission(profile, reserve_s=RESERVE_HORIZON_S)
-        if took and wait_s > SHORT_WAIT_S:
-            self.leave(profile, Pass(slot))
-            return Wait(wait_s, f"profile {profile.name!r} waits for its slot of the shared rate "
-                        f"budget in {wait_s:.1f} s", reserved=True)
+            asked = True
+            if took and wait_s > SHORT_WAIT_S:
+                self.leave(profile, Pass(slot))
+                return Wait(wait_s - EARLY_S, f"profile {profile.name!r} waits for its slot of the "
+                            f"shared rate budget in {wait_s:.1f} s", slot_at=now + wait_s)
         if took:
-            if wait_s <= 0:
-                return Pass(slot)
-            self._sleep(wait_s)
-            # A pause that began while this job waited for its slot holds it back too.
+            if asked and wait_s <= 0:
+                return Pass(slot)  # the admission itself found no pause
+            if wait_s > 0:
+                self._sleep(wait_s)
+            # A pause (one that began while this job slept for its slot too) holds it back.
             wait_s, paused = self.limiter.pause_left(profile.name), True
             if wait_s <= 0:
                 return Pass(slot)

@@ -35,14 +35,14 @@ class Progress:
     reauths: int = 0
     #: Times the job waited (rate budget, concurrency slot, pause): no attempt spent.
     waits: int = 0
-    #: 1 when the job's slot of the rate budget is reserved and due as it runs again.
-    reserved: int = 0
+    #: When the job's reserved slot of the rate budget is due (epoch ms); 0 for none.
+    slot_at_ms: int = 0
 
     @classmethod
     def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
         if not raw:
             return cls()
-        names = ("attempts", "retries", "reauths", "waits", "reserved")
+        names = ("attempts", "retries", "reauths", "waits", "slot_at_ms")
         return cls(**{k: int(raw.get(k, 0)) for k in names})
 
     def to_message(self) -> dict[str, int]:
@@ -117,17 +117,19 @@ class Executor:
                 progress = replace(progress, attempts=progress.attempts + 1)
                 record = _record(ctx, job, progress, cached)
                 return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
-        ticket = self.gate.enter(profile, reserved=bool(progress.reserved), waits=progress.waits)
+        slot_at = progress.slot_at_ms / 1000 if progress.slot_at_ms else None
+        ticket = self.gate.enter(profile, slot_at=slot_at, waits=progress.waits)
         if isinstance(ticket, Wait):
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
-            waited = replace(progress, waits=progress.waits + 1, reserved=int(ticket.reserved))
+            slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
+            waited = replace(progress, waits=progress.waits + 1, slot_at_ms=slot_at_ms)
             return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
         try:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
-        progress = replace(progress, attempts=progress.attempts + 1, reserved=0)
+        progress = replace(progress, attempts=progress.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
         return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
@@ -198,7 +200,7 @@ class Executor:
             return Failed(_record(ctx, job, progress, attempt, error=error))
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(progress, retries=n, reserved=0), reason)
+        return Retry(wait, replace(progress, retries=n, slot_at_ms=0), reason)
 
 
 def _error_type(attempt: Attempt | None) -> str:
