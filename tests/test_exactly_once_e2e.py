@@ -27,9 +27,9 @@ from worker.settings import Settings
 pytestmark = pytest.mark.integration
 
 #: The shortest visibility timeout the worker's start-up check allows for the profile
-#: below (its longest countdown, one 5 s attempt, 30 s of margin): on Redis, a killed
-#: worker's jobs come back after it.
-VISIBILITY_TIMEOUT_S = "36"
+#: below (one 5 s attempt and 10 s of margin): on Redis, a killed worker's jobs come
+#: back after it.
+VISIBILITY_TIMEOUT_S = "15"
 
 PROFILE = """
 [apis.held]
