@@ -121,13 +121,20 @@ class BatchStore:
             pipe.hincrby(self.keys.batch(batch_id), "rejected", len(rejected))
         pipe.execute()
 
-    def published(self, batch_id: str, upto_line: int | None, count: int) -> None:
-        """Note that the jobs recorded up to an input line are on the queue."""
-        pipe = self.client.pipeline(transaction=False)
+    def published(self, batch_id: str, upto_line: int | None, count: int,
+                  pipe: Any = None) -> None:
+        """Note that the jobs recorded up to an input line are on the queue.
+
+        With ``pipe`` (a pipeline on this store's Redis) the note goes out with it.
+        """
+        own = pipe is None
+        if own:
+            pipe = self.client.pipeline(transaction=False)
         if upto_line is not None:
             pipe.hset(self.keys.batch(batch_id), "published_line", upto_line)
         pipe.hincrby(self.keys.batch(batch_id), "published", count)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def finish(self, batch_id: str, stopped: str | None = None) -> None:
         """Mark the batch enqueued: every job it was given is published, or ``stopped`` says why not."""

@@ -81,8 +81,21 @@ class RedisBulkPublisher:
         })
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
+        self.push(self.client, messages)
+
+    def push(self, pipe: Any, messages: Sequence[Outgoing]) -> None:
+        """Push the messages with ``pipe``: this publisher's client, or a pipeline on its Redis."""
         if messages:
-            self.client.lpush(self.queue, *(self.envelope(out) for out in messages))
+            pipe.lpush(self.queue, *(self.envelope(out) for out in messages))
+
+    def shares(self, client: redis.Redis) -> bool:
+        """True when ``client`` talks to the same Redis database as this publisher."""
+        return _database(self.client) == _database(client)
+
+
+def _database(client: redis.Redis) -> tuple[Any, ...]:
+    where = client.connection_pool.connection_kwargs
+    return where.get("host"), where.get("port"), where.get("path"), where.get("db", 0)
 
 
 def make_publisher(app: Celery, broker_url: str) -> Publisher:

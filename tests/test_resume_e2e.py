@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from producer.enqueue import enqueue
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
+from producer.publish import RedisBulkPublisher
 from tests.stack import Stack, make_stack
 from tests.support import REQWORKER, eventually, run_cli
 
@@ -171,3 +173,13 @@ def test_an_enqueue_stopped_by_an_error_marks_its_batch_and_resumes_after_the_fi
         store.client.delete(queue)
     assert report.accepted == 200 and queued == 700
     assert client.batch(batch_id).enqueuing().describe(batch_id) is None
+
+
+def test_a_chunk_is_pushed_and_noted_together_where_the_broker_is_the_batch_redis(
+        redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path) -> None:
+    """Then no chunk is ever in doubt: the default set-up (one Redis for everything)."""
+    with make_stack(redis_server.url, loopback_api, tmp_path) as stack:
+        publisher, store = stack.client.publisher, stack.client.store
+        assert isinstance(publisher, RedisBulkPublisher) and publisher.shares(store.client)
+        other_db = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
+        assert not publisher.shares(other_db)
