@@ -11,7 +11,7 @@ Importable without the worker's dependencies (requests, requests-cache)::
         ...
 """
 
+from producer.chunks import Rejected
 from producer.client import Batch, Client, Counts, EnqueueInterrupted, SubmitReport
-from producer.enqueue import Rejected
 
 __all__ = ["Batch", "Client", "Counts", "EnqueueInterrupted", "Rejected", "SubmitReport"]

@@ -13,7 +13,8 @@ from celery import Celery
 
 from producer.batches import BatchStore, Enqueuing
 from producer.celeryapp import make_app
-from producer.enqueue import Rejected, enqueue, publish_chunk
+from producer.chunks import Rejected, publish_chunk
+from producer.enqueue import enqueue
 from producer.publish import make_publisher
 from producer.records import decode_meta, record_of
 from producer.recount import recount, settle
