@@ -177,7 +177,7 @@ class Batch:
                 raise EnqueueInterrupted(self.id, enqueuing, counts)
             if counts.finished and enqueuing.done:
                 return counts
-            if stall.due(counts) and counts.total - counts.done <= SETTLE_OPEN_MAX:
+            if counts.total - counts.done <= SETTLE_OPEN_MAX and stall.due(counts):
                 self.settle()
                 continue
             if deadline is not None and time.monotonic() > deadline:
