@@ -15,6 +15,7 @@ from celery.states import READY_STATES
 from worker.app import app
 from worker.errors import JobFailed, RetryLater
 from worker.executor import Done, JobContext, Progress, Retry
+from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, Job
 from worker.runtime import runtime
 
@@ -35,6 +36,7 @@ class RequestTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                  einfo: Any) -> None:
+        release_retry(einfo)
         if kwargs.get("batch_id"):
             runtime().counters.retrying(kwargs["batch_id"], task_id)
 
