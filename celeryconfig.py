@@ -57,6 +57,9 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
                 "unacked_restore_throttle": 1,
                 "unacked_mutex_expire": settings.visibility_timeout_s,
                 "job_queues": (settings.queue,),
+                # reqworker sends no message priorities: one list per queue, not four, for
+                # the consumers to watch and the parked-message mover to look at.
+                "priority_steps": [0],
             },
             "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         }

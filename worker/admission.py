@@ -31,7 +31,7 @@ SLOT_WAIT_S = 0.5
 SLOT_WAIT_MAX_S = 8.0
 #: A job waiting in Redis for its reserved slot comes back this long before the slot,
 #: and sleeps the rest in the worker, so that its request leaves on time.
-EARLY_S = 0.3
+EARLY_S = 0.4
 #: A job back later than this after its reserved slot gives it up and asks for a new
 #: one: sent late, it would add to the requests of a later second.
 LATE_S = 0.05

@@ -26,6 +26,10 @@ class RetryLater(Exception):
     """Why a job was put back on the queue with a countdown."""
 
 
+class WaitLater(RetryLater):
+    """What a job waits for (the rate budget, a concurrency slot, a pause): no attempt spent."""
+
+
 class AuthError(Exception):
     """The profile's credentials could not be had; ``retryable`` when that may pass."""
 

@@ -56,8 +56,8 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
 if wait > tonumber(ARGV[4]) then return {wait, 0, 0} end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat))
-keep_until(KEYS[1], new_tat)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PXAT',
+           string.format('%.0f', math.ceil(new_tat / 1000)))
 if wait < 0 then wait = 0 end
 return {wait, 0, 1}
 """

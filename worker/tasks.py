@@ -13,7 +13,7 @@ from celery.exceptions import Ignore
 from celery.states import READY_STATES
 
 from worker.app import app
-from worker.errors import JobFailed, RetryLater
+from worker.errors import JobFailed, RetryLater, WaitLater
 from worker.executor import Done, JobContext, Progress, Retry
 from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, Job
@@ -103,7 +103,7 @@ def request(
         raise self.retry(
             countdown=_broker_countdown(outcome.countdown_s),
             kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
-            exc=RetryLater(outcome.reason),
+            exc=RetryLater(outcome.reason) if outcome.backoff else WaitLater(outcome.reason),
             # Celery would show the whole job again; Flower gets the summary, as at enqueue.
             kwargsrepr=_flower_view(job, batch_id),
         )

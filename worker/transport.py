@@ -37,7 +37,7 @@ log = logging.getLogger("reqworker.transport")
 IDLE_S = 1.0
 #: Shortest sleep of the mover: due messages are moved in small batches, never one call each;
 #: a reserved rate slot comes back early enough (``admission.EARLY_S``) to absorb it.
-MIN_SLEEP_S = 0.1
+MIN_SLEEP_S = 0.2
 
 # Woken when this process parks a message, so a short countdown is moved on time.
 _parked_soon = threading.Event()
