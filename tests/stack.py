@@ -68,9 +68,11 @@ def countdowns(log: str, job_id: str) -> list[float]:
 
 
 @contextmanager
-def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, **env_extra: str) -> Iterator[Stack]:
+def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, extra_profiles: str = "",
+               **env_extra: str) -> Iterator[Stack]:
+    """``extra_profiles`` is more TOML, where ``{url}`` is the loopback API's address."""
     apis = tmp / "apis.toml"
-    apis.write_text(PROFILES.format(url=api.url))
+    apis.write_text(PROFILES.format(url=api.url) + extra_profiles.replace("{url}", api.url))
     # A key prefix of its own: pauses and budgets of one stack never reach another.
     env_extra.setdefault("REQWORKER_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
     env = base_env(redis_url, str(apis), TEST_API_TOKEN=TOKEN, **env_extra)

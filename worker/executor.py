@@ -9,7 +9,7 @@ from typing import Any
 
 from worker.admission import Gate, Wait
 from worker.auth import Authoriser, Credentials
-from worker.backoff import GiveUp, countdown, parse_retry_after
+from worker.backoff import GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
@@ -92,6 +92,19 @@ class Executor:
         self.gate = gate
 
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+        outcome = self._run(message, progress, ctx)
+        if isinstance(outcome, Retry):
+            profile = self.profiles.get(str(message.get("api")))
+            longest = profile.backoff.longest_countdown_s if profile else 0.0
+            outcome = replace(outcome, countdown_s=bounded_countdown(outcome.countdown_s, longest))
+        return outcome
+
+    def unschedulable(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext,
+                      why: str) -> dict[str, Any]:
+        """The failed record of a job whose retry could not be put back on the queue."""
+        return _record(ctx, message, progress, error=("RetryError", None, why))
+
+    def _run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
         try:
             job = parse_job(message, self.profiles)
         except JobError as exc:

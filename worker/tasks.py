@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.exceptions import Retry as CeleryRetry
 from celery.states import READY_STATES
 
 from worker.app import app
@@ -84,11 +85,19 @@ def request(
             log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
-        raise self.retry(
-            countdown=outcome.countdown_s,
-            kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
-            exc=RetryLater(outcome.reason),
-            # Celery would show the whole job again; Flower gets the summary, as at enqueue.
-            kwargsrepr=_flower_view(job, batch_id),
-        )
+        try:
+            raise self.retry(
+                countdown=outcome.countdown_s,
+                kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
+                exc=RetryLater(outcome.reason),
+                # Celery would show the whole job again; Flower gets the summary, as at enqueue.
+                kwargsrepr=_flower_view(job, batch_id),
+            )
+        except (CeleryRetry, Ignore):
+            raise
+        except Exception as exc:
+            # Celery raises Reject when the retry message cannot be sent; the job would
+            # then stay pending for ever and its batch never finish.
+            why = f"the retry could not be scheduled ({type(exc).__name__}); last: {outcome.reason}"
+            raise JobFailed(runtime().executor.unschedulable(job, outcome.progress, ctx, why)) from None
     raise JobFailed(outcome.record)

@@ -1,0 +1,100 @@
+"""A hostile API's answers against a real worker: strange waits, huge and slow bodies, cookies.
+
+The loopback API misbehaves on purpose; every test checks what a user of the fleet relies on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producer.localredis import LocalRedis
+from producer.loopback_api import LoopbackAPI, Reply
+from tests.stack import Stack, countdowns, make_stack
+from tests.support import WorkerProcess
+from worker.keys import Keys
+
+pytestmark = pytest.mark.integration
+
+PROFILES = """
+[apis.adaptive]
+base_url = "{url}/adaptive"
+timeout = 5
+adaptive_rate = true
+backoff = { start = 0.05, factor = 2, count = 2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(redis_server.url, loopback_api, tmp_path_factory.mktemp("hostile"),
+                    extra_profiles=PROFILES) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[WorkerProcess]:
+    proc = stack.worker("worker", concurrency=4)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def cache(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_server.url)
+    yield conn
+    conn.close()
+
+
+def unique(prefix: str = "/r") -> str:
+    return f"{prefix}/{uuid.uuid4().hex[:12]}"
+
+
+def pause_ttl_ms(stack: Stack, cache: redis.Redis, profile: str) -> int:
+    return int(cache.pttl(Keys(stack.env["REQWORKER_KEY_PREFIX"]).pause(profile)))
+
+
+def test_a_retry_after_of_years_fails_that_job_only_and_pauses_nobody(
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+    path = unique()
+    stack.api.script(path, Reply(429, headers={"Retry-After": "100000000"}))
+    record = stack.run({"api": "seed", "path": path})
+    assert record["ok"] is False and record["attempts"] == 1
+    assert "Retry-After" in record["error"]["message"]
+    assert pause_ttl_ms(stack, cache, "seed") == -2  # no pause key at all
+    later = unique()
+    stack.api.script(later, Reply(json={"fine": True}))
+    assert stack.run({"api": "seed", "path": later})["ok"] is True
+
+
+@pytest.mark.parametrize("value", ["1e300", "nan", "inf", "-5", "12.5", "9" * 5000])
+def test_a_retry_after_that_is_not_an_http_form_counts_as_absent(
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis, value: str) -> None:
+    path = unique()
+    stack.api.script(path, Reply(503, headers={"Retry-After": value}), Reply(json={"n": 2}))
+    record = stack.run({"api": "fast", "path": path})
+    if value == "9" * 5000:  # digits: a valid form, far too long to wait
+        assert record["ok"] is False and record["attempts"] == 1
+        assert "Retry-After" in record["error"]["message"]
+    else:  # the seed's backoff instead: a finite countdown, and a job that ends
+        assert record["ok"] is True and record["attempts"] == 2
+        assert countdowns(worker.log(), record["job_id"]) == [0.05]
+    assert pause_ttl_ms(stack, cache, "fast") == -2
+
+
+@pytest.mark.parametrize("reset", ["1e300", "nan", "-1", "100000000"])
+def test_a_rate_limit_reset_never_pauses_longer_than_the_profile_waits(
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis, reset: str) -> None:
+    path = unique("/adaptive/r")
+    stack.api.script(path, Reply(json={}, headers={"X-RateLimit-Remaining": "0",
+                                                   "X-RateLimit-Reset": reset}))
+    assert stack.run({"api": "adaptive", "path": path[len("/adaptive"):]})["ok"] is True
+    ttl = pause_ttl_ms(stack, cache, "adaptive")
+    if reset == "100000000":  # a real number of seconds: the pause is capped, and expires
+        assert 0 < ttl <= 0.35 * 1000 + 1
+    else:
+        assert ttl == -2
