@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from worker.secret import Secret
+from worker.secret import Secret, flaw
 
 if TYPE_CHECKING:
     from worker.profiles import _Reader
@@ -55,6 +55,12 @@ class AuthConfig:
     test_status: tuple[int, ...] = (200,)
     #: A JSON token file that seeds the shared store when Redis holds no token.
     token_file: str | None = None
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every credential of the table as text, to scrub from error messages and logs."""
+        held = [self.token, self.client_secret, *(value for _, value in self.headers)]
+        return tuple(s.reveal() for s in held if s is not None and s.reveal())
 
     @property
     def header_names(self) -> tuple[str, ...]:
@@ -111,7 +117,7 @@ def _oauth2(reader: _Reader, table: Mapping[str, Any], where: str, base_url: str
         raise reader.fail(f"{where}.test_status", "only means something with test_url")
     return {
         "token_url": _url(reader, table, "token_url", where),
-        "client_id": _text(reader, table, "client_id", where),
+        "client_id": _client_id(reader, table, where),
         "client_secret": _secret(reader, table, "client_secret", where, required=False),
         "client_auth": client_auth,
         "scope": _text(reader, table, "scope", where),
@@ -139,6 +145,14 @@ def _text(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> st
     return text
 
 
+def _client_id(reader: _Reader, table: Mapping[str, Any], where: str) -> str | None:
+    client_id = _text(reader, table, "client_id", where)
+    problem = flaw(client_id) if client_id is not None else None
+    if problem:
+        raise reader.fail(f"{where}.client_id", f"{problem}; fix the value (it is not shown)")
+    return client_id
+
+
 def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
             required: bool) -> Secret | None:
     if key not in table:
@@ -147,9 +161,19 @@ def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
         raise reader.fail(f"{where}.{key}", f"must be a string, not {type(table[key]).__name__}")
     if not reader.with_secrets:
         return None
-    value = Secret(reader.expand(table[key], f"{where}.{key}"))
+    value = Secret(_checked(reader, table[key], f"{where}.{key}"))
     if required and not value:
         raise reader.fail(f"{where}.{key}", "is empty")
+    return value
+
+
+def _checked(reader: _Reader, raw: str, where: str) -> str:
+    """A credential with ``${VAR}`` expanded, refused (never shown) when it has whitespace."""
+    value = reader.expand(raw, where)
+    problem = flaw(value)
+    if problem:
+        names = ", ".join(f"${{{name}}}" for name in reader.variables(raw)) or "the value in the file"
+        raise reader.fail(where, f"{names} {problem}; fix the secret (its value is not shown)")
     return value
 
 
@@ -221,9 +245,7 @@ def _headers(reader: _Reader, table: Any, where: str) -> tuple[tuple[str, Secret
             raise reader.fail(where, f"{name!r} is not a header name")
         if not isinstance(value, str):
             raise reader.fail(f"{where}.{name}", f"must be a string, not {type(value).__name__}")
-        text = reader.expand(value, f"{where}.{name}") if reader.with_secrets else None
-        if text is not None and ("\n" in text or "\r" in text):
-            raise reader.fail(f"{where}.{name}", "must be a single line")
+        text = _checked(reader, value, f"{where}.{name}") if reader.with_secrets else None
         out.append((name, Secret(text) if text is not None else None))
     return tuple(out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -16,6 +17,7 @@ from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
+from worker.secret import scrub
 
 log = logging.getLogger("reqworker.executor")
 
@@ -90,14 +92,21 @@ class Executor:
         self.sessions = sessions
         self.authorisers = authorisers
         self.gate = gate
+        #: The credential headers of this thread's current run, to scrub from its errors.
+        self._sent = threading.local()
 
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+        self._sent.headers = {}
         outcome = self._run(message, progress, ctx)
-        if isinstance(outcome, Retry):
-            profile = self.profiles.get(str(message.get("api")))
-            longest = profile.backoff.longest_countdown_s if profile else 0.0
-            outcome = replace(outcome, countdown_s=bounded_countdown(outcome.countdown_s, longest))
-        return outcome
+        profile = self.profiles.get(str(message.get("api")))
+        if profile is None or isinstance(outcome, Done):
+            return outcome
+        # No secret of the profile may reach a stored record, Flower or a log line.
+        secrets = secrets_of(profile, self._sent.headers)
+        if isinstance(outcome, Failed):
+            return Failed(scrub_record(outcome.record, secrets))
+        countdown_s = bounded_countdown(outcome.countdown_s, profile.backoff.longest_countdown_s)
+        return replace(outcome, countdown_s=countdown_s, reason=scrub(outcome.reason, secrets))
 
     def unschedulable(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext,
                       why: str) -> dict[str, Any]:
@@ -117,6 +126,7 @@ class Executor:
             if exc.retryable:
                 return self._retry(job, profile, progress, ctx, None, f"credentials: {exc}")
             return Failed(_record(ctx, job, progress, error=("AuthError", None, str(exc))))
+        self._sent.headers = creds.headers
         session = self.sessions.for_job(job)
         if job.uses_cache and not job.refresh and self.gate.budgets(profile):
             # A cache hit costs the API nothing, so it must not spend the shared budget.
@@ -206,6 +216,22 @@ class Executor:
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
         return Retry(wait, replace(progress, retries=n), reason)
+
+
+def secrets_of(profile: Profile, sent: Mapping[str, str]) -> list[str]:
+    """The profile's secrets, and the credential headers a run sent (with and without prefix)."""
+    values = [*profile.auth.secret_values, *sent.values()]
+    prefix = profile.auth.header_prefix
+    values += [v[len(prefix):] for v in sent.values() if prefix and v.startswith(prefix)]
+    return values
+
+
+def scrub_record(record: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """A failed record whose error message holds none of ``secrets``."""
+    error = record.get("error")
+    if not error or not isinstance(error.get("message"), str):
+        return record
+    return {**record, "error": {**error, "message": scrub(error["message"], secrets)}}
 
 
 def _error_type(attempt: Attempt | None) -> str:

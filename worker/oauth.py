@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,7 +18,7 @@ import requests
 from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.profiles import AuthConfig, Profile
-from worker.secret import Secret
+from worker.secret import Secret, flaw
 from worker.tokens import Token, TokenStore
 
 log = logging.getLogger("reqworker.oauth")
@@ -102,10 +103,14 @@ def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
     if not isinstance(access, str) or not access:
         raise TokenEndpointError(f"{where} without an access_token", retryable=False)
     refresh = body.get("refresh_token")
-    try:
-        expires_in = float(body["expires_in"]) if body.get("expires_in") is not None else None
-    except (TypeError, ValueError):
-        expires_in = None
+    for name, value in (("access_token", access), ("refresh_token", refresh)):
+        problem = flaw(value) if isinstance(value, str) else None
+        if problem:
+            raise TokenEndpointError(f"{where} with an unusable {name}: it {problem}", retryable=False)
+    expires_in = _expires_in(body.get("expires_in"))
+    if expires_in is not None and not (math.isfinite(expires_in) and expires_in >= 0):
+        raise TokenEndpointError(f"{where} with expires_in that is not a finite number of seconds "
+                                 "0 or more", retryable=False)
     return Token(
         access_token=Secret(access),
         refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
@@ -113,6 +118,18 @@ def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
         obtained_at=now,
         scope=body.get("scope") if isinstance(body.get("scope"), str) else None,
     )
+
+
+def _expires_in(value: Any) -> float | None:
+    """The token's lifetime as a number (NaN when it is not one); None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return math.nan
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -140,8 +157,8 @@ def read_token_file(path: str | Path) -> Token | None:
         log.warning("token file %s cannot be used: %s", path, type(exc).__name__)
         return None
     access = data.get("access_token") if isinstance(data, dict) else None
-    if not isinstance(access, str) or not access:
-        log.warning("token file %s has no access_token", path)
+    if not isinstance(access, str) or not access or flaw(access):
+        log.warning("token file %s has no usable access_token", path)
         return None
     refresh = data.get("refresh_token")
     return Token(

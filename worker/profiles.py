@@ -148,6 +148,11 @@ class _Reader:
 
         return _VAR.sub(one, value)
 
+    @staticmethod
+    def variables(value: str) -> list[str]:
+        """Names of the ``${VAR}`` a setting's value uses."""
+        return _VAR.findall(value)
+
     def number(self, table: Mapping[str, Any], key: str, where: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
