@@ -24,6 +24,17 @@ FIELDS = frozenset(
 _JSON_PATH = re.compile(r"^\$(\.[A-Za-z0-9_-]+|\[\d+\])+$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Headers a job may not set: where the request goes and how it is framed belong to the
+#: worker, cookies and credentials to nobody, and the rewrite/override headers would let
+#: a job reach a method or path other than the one it names.
+FORBIDDEN_HEADERS = frozenset({
+    "host", "cookie", "connection", "keep-alive", "transfer-encoding", "content-length", "te",
+    "trailer", "upgrade", "accept-encoding", "forwarded", "x-http-method-override",
+    "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url",
+})
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
+#: A header value: printable Latin-1 (and tab inside), nothing that http.client would refuse.
+_HEADER_VALUE = re.compile(r"^([\x21-\x7e\xa0-\xff]([\t\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?)?\Z")
 
 
 class JobError(ValueError):
@@ -191,8 +202,15 @@ def _headers(value: Any, profile: Profile) -> dict[str, str]:
                 f"headers.{name}",
                 "credentials come only from the profile's [auth] table, never from a job",
             )
-        if not isinstance(item, str) or "\n" in item or "\r" in item:
-            raise JobError(f"headers.{name}", "must be a single-line string")
+        lower = name.lower()
+        if lower in FORBIDDEN_HEADERS or lower.startswith(FORBIDDEN_HEADER_PREFIXES):
+            raise JobError(f"headers.{name}", "a job may not set this header: the worker decides "
+                           "where a request goes, how it is framed, and which cookies it carries")
+        if not isinstance(item, str):
+            raise JobError(f"headers.{name}", "must be a string")
+        if not _HEADER_VALUE.match(item):
+            raise JobError(f"headers.{name}", "must be printable Latin-1 text on one line, "
+                           "without leading or trailing spaces")
     return dict(value)
 
 
@@ -251,9 +269,27 @@ def _check_under_base(url: str, base_url: str, name: str) -> None:
     default_port = _DEFAULT_PORTS.get(base.scheme.lower())
     if (got_port or default_port) != (base_port or default_port):
         raise outside
-    segments = got.path.split("/")
-    if any(unquote(seg) in (".", "..") or set(unquote(seg)) & {"/", "\\"} for seg in segments):
-        raise JobError(name, "must not contain '.' or '..' segments or encoded slashes")
+    if any(_sneaky(seg) for seg in got.path.split("/")):
+        raise JobError(name, "must not contain '.' or '..' segments (however encoded, or with "
+                       "';' parameters) or encoded slashes")
     base_path = base.path.rstrip("/")
     if got.path != base_path and not got.path.startswith(base_path + "/"):
         raise outside
+
+
+def _sneaky(segment: str) -> bool:
+    """True for a path segment some server would take as '.' or '..', or as more than one.
+
+    Servers differ in what they decode: one decodes twice (``%252e``), Tomcat drops
+    ``;parameters`` (``..;``). A segment is judged by every reading of it.
+    """
+    readings = [segment]
+    for _ in range(3):
+        decoded = unquote(readings[-1])
+        if decoded == readings[-1]:
+            break
+        readings.append(decoded)
+    for text in readings:
+        if set(text) & {"/", "\\"} or text.split(";")[0] in (".", "..") or text in (".", ".."):
+            return True
+    return False
