@@ -5,8 +5,11 @@ The loopback API misbehaves on purpose; every test checks what a user of the fle
 
 from __future__ import annotations
 
+import re
 import uuid
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,6 +18,7 @@ from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI, Reply
 from tests.stack import Stack, countdowns, make_stack
 from tests.support import WorkerProcess
+from worker.cache import CACHE_MAX_BODY
 from worker.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -25,6 +29,17 @@ base_url = "{url}/adaptive"
 timeout = 5
 adaptive_rate = true
 backoff = { start = 0.05, factor = 2, count = 2 }
+
+[apis.small]
+base_url = "{url}/small"
+timeout = 5
+max_body = "64KiB"
+backoff = { start = 0.05, factor = 2, count = 2 }
+
+[apis.dripping]
+base_url = "{url}/drip"
+timeout = 1
+backoff = { start = 0.05, factor = 2, count = 1 }
 """
 
 
@@ -98,3 +113,68 @@ def test_a_rate_limit_reset_never_pauses_longer_than_the_profile_waits(
         assert 0 < ttl <= 0.35 * 1000 + 1
     else:
         assert ttl == -2
+
+
+def peak_rss_kib(worker: WorkerProcess) -> int:
+    status = Path(f"/proc/{worker.proc.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    return b"".join(packer.compress(block) for _ in range(size // len(block))) + packer.flush()
+
+
+def test_a_gzip_bomb_fails_with_response_too_large_and_the_worker_stays_small(
+        stack: Stack, worker: WorkerProcess) -> None:
+    path = unique("/small/bomb")
+    bomb = gzip_of_zeros(512 * 1024 * 1024)
+    stack.api.script(path, Reply(raw=bomb, headers={"Content-Encoding": "gzip"}))
+    before = peak_rss_kib(worker)
+    record = stack.run({"api": "small", "path": path[len("/small"):]})
+    assert record["ok"] is False and record["attempts"] == 1
+    assert record["error"]["type"] == "ResponseTooLarge"
+    assert "max_body = 65536 bytes" in record["error"]["message"]
+    assert len(stack.api.hits(path)) == 1  # not retried: the answer would be as large again
+    assert peak_rss_kib(worker) - before < 64 * 1024  # 512 MiB were never held
+
+
+def test_an_answer_over_max_body_without_compression_fails_too(
+        stack: Stack, worker: WorkerProcess) -> None:
+    path = unique("/small/big")
+    stack.api.script(path, Reply(text="x" * (64 * 1024 + 1)))
+    record = stack.run({"api": "small", "path": path[len("/small"):]})
+    assert record["error"]["type"] == "ResponseTooLarge"
+    exact = unique("/small/exact")
+    stack.api.script(exact, Reply(text="x" * (64 * 1024)))
+    assert stack.run({"api": "small", "path": exact[len("/small"):]})["ok"] is True
+
+
+def test_an_api_that_drips_its_answer_cannot_stretch_an_attempt_past_timeout(
+        stack: Stack, worker: WorkerProcess) -> None:
+    path = unique("/drip/r")
+    # Each byte comes well within the per-read timeout; the whole would take 16 s.
+    stack.api.script(path, Reply(text="x" * 20, drip_s=0.8))
+    record = stack.run({"api": "dripping", "path": path[len("/drip"):]})
+    assert record["ok"] is False and record["attempts"] == 2
+    assert record["error"]["type"] == "AttemptTimeout"
+    assert "longer than timeout = 1 s" in record["error"]["message"]
+    assert record["elapsed_ms"] < 8000  # an attempt ended near 1 s, not after 16 s
+
+
+def test_json_nested_100000_deep_gives_the_body_as_text(stack: Stack, worker: WorkerProcess) -> None:
+    path = unique()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    stack.api.script(path, Reply(raw=deep))
+    record = stack.run({"api": "fast", "path": path})
+    assert record["ok"] is True and record["body"] == deep.decode()
+
+
+def test_an_answer_too_large_to_cache_is_not_cached(stack: Stack, worker: WorkerProcess) -> None:
+    path = unique()
+    stack.api.script(path, Reply(text="y" * (CACHE_MAX_BODY + 1)))
+    first = stack.run({"api": "fast", "path": path})
+    second = stack.run({"api": "fast", "path": path})
+    assert first["ok"] and second["ok"] and second["from_cache"] is False
+    assert len(stack.api.hits(path)) == 2

@@ -17,6 +17,9 @@ from requests_cache.serializers.preconf import json_preconf_stage
 from worker.keys import Keys
 from worker.profiles import Profile
 
+#: Answers larger than this (bytes) are never cached: one entry must not crowd out thousands.
+CACHE_MAX_BODY = 2 * 1024 * 1024
+
 #: JSON, never pickle: whoever can write to Redis must not be able to run code here.
 JSON_SERIALIZER = SerializerPipeline(
     [json_preconf_stage, Stage(dumps=partial(json.dumps, separators=(",", ":")), loads=json.loads)],
@@ -90,7 +93,15 @@ def session_kwargs(profile: Profile, backend: RedactingRedisCache) -> dict[str, 
         "match_headers": False,
         "key_fn": cache_key,
         "stale_if_error": False,
+        "filter_fn": cacheable,
     }
+
+
+def cacheable(response: Any) -> bool:
+    """Whether an answer may be stored: not too large, and not marked ``no-store``."""
+    if len(response.content or b"") > CACHE_MAX_BODY:
+        return False
+    return "no-store" not in response.headers.get("Cache-Control", "").lower()
 
 
 __all__ = ["JSON_SERIALIZER", "CachedSession", "cache_backend", "cache_key", "session_kwargs"]
