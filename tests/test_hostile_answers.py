@@ -178,3 +178,28 @@ def test_an_answer_too_large_to_cache_is_not_cached(stack: Stack, worker: Worker
     second = stack.run({"api": "fast", "path": path})
     assert first["ok"] and second["ok"] and second["from_cache"] is False
     assert len(stack.api.hits(path)) == 2
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_cookie_set_by_one_job_is_never_sent_with_the_next(
+        stack: Stack, worker: WorkerProcess, cache: bool) -> None:
+    setter, reader = unique("/echo/set"), unique("/echo/read")
+    stack.api.script(setter, Reply(json={}, headers={"Set-Cookie": "sid=victim-7d1e; Path=/"}))
+    assert stack.run({"api": "fast", "path": setter, "cache": cache})["ok"]
+    for _ in range(3):  # whichever worker thread runs it
+        assert stack.run({"api": "fast", "path": unique("/echo/read"), "cache": cache})["ok"]
+    assert stack.run({"api": "fast", "path": reader, "cache": cache})["ok"]
+    seen = [h for h in stack.api.hits() if h.path.startswith("/echo/read/")]
+    assert seen and all("Cookie" not in h.headers and "cookie" not in h.headers for h in seen)
+
+
+def test_cookies_are_never_written_to_the_cache(
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+    path = unique("/echo/cookie")
+    stack.api.script(path, Reply(json={"a": 1}, headers={"Set-Cookie": "sid=secret-cookie-91"}))
+    first = stack.run({"api": "fast", "path": path})
+    assert first["ok"] and stack.run({"api": "fast", "path": path})["from_cache"] is True
+    namespace = Keys(stack.env["REQWORKER_KEY_PREFIX"]).cache_namespace("fast")
+    stored = [cache.get(key) or b"" for key in cache.scan_iter(f"{namespace}:*")
+              if cache.type(key) == b"string"]
+    assert stored and not any(b"secret-cookie-91" in value for value in stored)
