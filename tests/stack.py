@@ -37,6 +37,7 @@ backoff = {{ start = 0.05, factor = 2, count = 2 }}
 [apis.bearer]
 base_url = "{url}/secure"
 timeout = 5
+follow_redirects = "any"
 backoff = {{ start = 0.05, factor = 2, count = 2 }}
 
 [apis.bearer.auth]

@@ -36,6 +36,20 @@ timeout = 5
 max_body = "64KiB"
 backoff = { start = 0.05, factor = 2, count = 2 }
 
+[apis.based]
+base_url = "{url}/based"
+timeout = 5
+
+[apis.anywhere]
+base_url = "{url}/anywhere"
+timeout = 5
+follow_redirects = "any"
+
+[apis.listed]
+base_url = "{url}/listed"
+timeout = 5
+follow_redirects = ["{url}/cdn"]
+
 [apis.dripping]
 base_url = "{url}/drip"
 timeout = 1
@@ -203,3 +217,63 @@ def test_cookies_are_never_written_to_the_cache(
     stored = [cache.get(key) or b"" for key in cache.scan_iter(f"{namespace}:*")
               if cache.type(key) == b"string"]
     assert stored and not any(b"secret-cookie-91" in value for value in stored)
+
+
+def test_by_default_a_redirect_off_base_url_is_the_answer_and_the_record_says_why(
+        stack: Stack, worker: WorkerProcess) -> None:
+    hop, outside = unique("/based/hop"), unique("/outside")
+    stack.api.script(hop, Reply(302, headers={"Location": f"{outside}?access_token=leak-me-42"}))
+    stack.api.script(outside, Reply(json={"internal": "secret"}))
+    record = stack.run({"api": "based", "path": hop[len("/based"):]})
+    assert record["ok"] is True and record["status_code"] == 302
+    assert "leaves base_url" in record["redirect_refused"] and outside in record["redirect_refused"]
+    assert "leak-me-42" not in str(record)
+    assert stack.api.hits(outside) == []
+    inside = unique("/based/in")
+    stack.api.script(inside, Reply(json={"landed": True}))
+    stack.api.script(hop, Reply(302, headers={"Location": inside}))
+    assert stack.run({"api": "based", "path": hop[len("/based"):], "cache": False})["body"] == {
+        "landed": True}
+
+
+def test_a_307_never_resends_the_body_off_base_url(stack: Stack, worker: WorkerProcess) -> None:
+    hop, outside = unique("/based/post"), unique("/outside")
+    stack.api.script(hop, Reply(307, headers={"Location": outside}))
+    record = stack.run({"api": "based", "method": "POST", "path": hop[len("/based"):],
+                        "json": {"card": "4111"}})
+    assert record["status_code"] == 307 and "redirect_refused" in record
+    assert stack.api.hits(outside) == [] and len(stack.api.hits(hop)) == 1
+
+
+@pytest.mark.parametrize("location", ["http://169.254.169.254/latest/meta-data/",
+                                      "http://10.1.2.3/admin", "http://[fe80::1]/x",
+                                      "http://192.168.0.1/"])
+def test_any_never_leads_from_loopback_to_link_local_or_private_addresses(
+        stack: Stack, worker: WorkerProcess, location: str) -> None:
+    hop = unique("/anywhere/hop")
+    stack.api.script(hop, Reply(302, headers={"Location": location}))
+    record = stack.run({"api": "anywhere", "path": hop[len("/anywhere"):]})
+    assert record["ok"] is True and record["status_code"] == 302 and record["attempts"] == 1
+    assert "address, and base_url is not one" in record["redirect_refused"]
+
+
+def test_a_list_of_prefixes_allows_exactly_those(stack: Stack, worker: WorkerProcess) -> None:
+    cdn, other, hop = unique("/cdn/f"), unique("/other"), unique("/listed/hop")
+    stack.api.script(cdn, Reply(json={"from": "cdn"}))
+    stack.api.script(hop, Reply(302, headers={"Location": cdn}))
+    assert stack.run({"api": "listed", "path": hop[len("/listed"):], "cache": False})["body"] == {
+        "from": "cdn"}
+    stack.api.script(hop, Reply(302, headers={"Location": other}))
+    refused = stack.run({"api": "listed", "path": hop[len("/listed"):], "cache": False})
+    assert refused["status_code"] == 302 and "none of the follow_redirects" in refused["redirect_refused"]
+    assert stack.api.hits(other) == []
+
+
+def test_a_401_from_outside_base_url_renews_nothing(stack: Stack, worker: WorkerProcess) -> None:
+    hop, foreign = unique("/secure/hop"), unique("/foreign")
+    stack.api.script(hop, Reply(302, headers={"Location": foreign}))
+    stack.api.script(foreign, Reply(401, json={"error": {"message": "who are you"}}))
+    record = stack.run({"api": "bearer", "path": hop[len("/secure"):], "cache": False})
+    assert record["ok"] is False and record["status_code"] == 401 and record["attempts"] == 1
+    assert "outside base_url" in record["error"]["message"]
+    assert "Authorization" not in stack.api.hits(foreign)[0].headers

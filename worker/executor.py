@@ -13,10 +13,12 @@ from worker.auth import Authoriser, Credentials
 from worker.backoff import GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
-from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
+from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
+from worker.redact import shown_url
+from worker.redirects import refused_redirect
 from worker.secret import scrub
 
 log = logging.getLogger("reqworker.executor")
@@ -133,8 +135,7 @@ class Executor:
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
             if cached.from_cache and cached.response is not None:
                 progress = replace(progress, attempts=progress.attempts + 1)
-                record = _record(ctx, job, progress, cached)
-                return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
+                return _done(ctx, job, profile, progress, cached)
         ticket = self.gate.enter(profile)
         if isinstance(ticket, Wait):
             if ticket.fail:
@@ -167,9 +168,13 @@ class Executor:
             self.gate.after(profile, response.headers,
                             retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
-            record = _record(ctx, job, progress, attempt)
-            return Done(record, next_page(job, response, record["body"], profile.base_url))
+            return _done(ctx, job, profile, progress, attempt)
         described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+        if verdict is Verdict.REAUTH and not is_under_base(response.url or job.url, profile.base_url):
+            # A foreign host (reached by a redirect) cannot judge the profile's token.
+            error = ("APIError", 401, f"{described} from {shown_url(response.url)}, outside base_url: "
+                                      "the credentials were not renewed")
+            return Failed(_record(ctx, job, progress, attempt, error=error))
         if verdict is Verdict.REAUTH:
             if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
                 again = replace(progress, reauths=progress.reauths + 1)
@@ -216,6 +221,17 @@ class Executor:
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
         return Retry(wait, replace(progress, retries=n), reason)
+
+
+def _done(ctx: JobContext, job: Job, profile: Profile, progress: Progress, attempt: Attempt) -> Done:
+    """A successful run: its record (saying why a redirect was not followed) and the next page."""
+    response = attempt.response
+    assert response is not None
+    record = _record(ctx, job, progress, attempt)
+    refused = refused_redirect(response, job.method, profile)
+    if refused:
+        record["redirect_refused"] = refused
+    return Done(record, next_page(job, response, record["body"], profile.base_url))
 
 
 def secrets_of(profile: Profile, sent: Mapping[str, str]) -> list[str]:

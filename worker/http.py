@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urljoin
 
 import redis
 import requests
@@ -19,16 +20,25 @@ from worker.cache import cache_backend, session_kwargs
 from worker.jobs import Job, is_under_base
 from worker.keys import Keys
 from worker.profiles import Profile
+from worker.redirects import redirect_refusal
 
 
 class _KeepsCredentialsHome:
-    """Drops a profile's credential headers from any redirect that leaves its base_url.
+    """Follows only the redirects the profile allows, and drops its credential headers from
+    any redirect that leaves its base_url.
 
     requests drops ``Authorization`` only when the host changes, and never a custom
     header such as ``X-API-Key``.
     """
 
     profile: Profile
+
+    def get_redirect_target(self, resp: Any) -> str | None:
+        """The redirect to follow, or None when ``follow_redirects`` forbids it (the 3xx stays)."""
+        target: str | None = super().get_redirect_target(resp)  # type: ignore[misc]
+        if target is not None and redirect_refusal(urljoin(resp.url, target), self.profile):
+            return None
+        return target
 
     def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[misc]
