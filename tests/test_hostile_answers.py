@@ -50,6 +50,12 @@ base_url = "{url}/listed"
 timeout = 5
 follow_redirects = ["{url}/cdn"]
 
+[apis.obedient]
+base_url = "{url}/obedient"
+timeout = 5
+cache_expire = "1h"
+cache_control = true
+
 [apis.dripping]
 base_url = "{url}/drip"
 timeout = 1
@@ -277,3 +283,58 @@ def test_a_401_from_outside_base_url_renews_nothing(stack: Stack, worker: Worker
     assert record["ok"] is False and record["status_code"] == 401 and record["attempts"] == 1
     assert "outside base_url" in record["error"]["message"]
     assert "Authorization" not in stack.api.hits(foreign)[0].headers
+
+
+def test_a_jobs_headers_are_part_of_its_cache_key(stack: Stack, worker: WorkerProcess) -> None:
+    path = unique()
+    stack.api.script(path, Reply(text="a,b\n1,2"), Reply(json={"as": "json"}))
+    csv = stack.run({"api": "fast", "path": path, "headers": {"Accept": "text/csv"}})
+    plain = stack.run({"api": "fast", "path": path})
+    assert csv["body"] == "a,b\n1,2" and plain["body"] == {"as": "json"}
+    assert plain["from_cache"] is False
+    again = stack.run({"api": "fast", "path": path, "headers": {"accept": "text/csv"}})
+    assert again["from_cache"] is True and again["body"] == "a,b\n1,2"
+
+
+def test_vary_is_honoured(stack: Stack, worker: WorkerProcess) -> None:
+    path = unique()
+    stack.api.script(path, Reply(json={"lang": "en"}, headers={"Vary": "X-Lang"}),
+                     Reply(json={"lang": "fr"}, headers={"Vary": "X-Lang"}))
+    en = stack.run({"api": "fast", "path": path, "headers": {"X-Lang": "en"}})
+    fr = stack.run({"api": "fast", "path": path, "headers": {"X-Lang": "fr"}})
+    assert (en["body"], fr["body"]) == ({"lang": "en"}, {"lang": "fr"})
+    assert stack.run({"api": "fast", "path": path, "headers": {"X-Lang": "en"}})["body"] == {
+        "lang": "en"}
+
+
+def test_a_no_store_answer_is_never_stored(stack: Stack, worker: WorkerProcess) -> None:
+    path = unique()
+    stack.api.script(path, Reply(json={"n": 1}, headers={"Cache-Control": "private, no-store"}))
+    records = [stack.run({"api": "fast", "path": path}) for _ in range(2)]
+    assert [r["from_cache"] for r in records] == [False, False]
+    assert len(stack.api.hits(path)) == 2
+
+
+@pytest.mark.parametrize("header", ["max-age=0", "no-cache"])
+def test_cache_control_true_follows_the_apis_cache_control(
+        stack: Stack, worker: WorkerProcess, header: str) -> None:
+    for api, cached in (("obedient", False), ("fast", True)):
+        path = unique(f"/{api}/cc") if api == "obedient" else unique()
+        stack.api.script(path, Reply(json={"v": 1}, headers={"Cache-Control": header}))
+        job = {"api": api, "path": path[len("/obedient"):] if api == "obedient" else path}
+        stack.run(job)
+        assert stack.run(job)["from_cache"] is cached, api
+
+
+def test_every_cache_entry_expires_and_no_redirect_alias_hash_is_written(
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+    forever, hop, landing = unique("/obedient/f"), unique("/obedient/hop"), unique("/obedient/land")
+    stack.api.script(forever, Reply(json={}, headers={"Cache-Control": "max-age=31536000, immutable"}))
+    stack.api.script(hop, Reply(301, headers={"Location": landing}))
+    stack.api.script(landing, Reply(json={"landed": 1}))
+    for path in (forever, hop):
+        assert stack.run({"api": "obedient", "path": path[len("/obedient"):]})["ok"]
+    namespace = Keys(stack.env["REQWORKER_KEY_PREFIX"]).cache_namespace("obedient")
+    keys = list(cache.scan_iter(f"{namespace}*"))
+    assert keys and all(0 < cache.ttl(key) <= 3600 + 3600 for key in keys)  # 1h + requests-cache's offset
+    assert not any(key.endswith(b":redirects") for key in keys)
