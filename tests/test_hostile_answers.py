@@ -338,3 +338,17 @@ def test_every_cache_entry_expires_and_no_redirect_alias_hash_is_written(
     keys = list(cache.scan_iter(f"{namespace}*"))
     assert keys and all(0 < cache.ttl(key) <= 3600 + 3600 for key in keys)  # 1h + requests-cache's offset
     assert not any(key.endswith(b":redirects") for key in keys)
+
+
+def test_no_api_body_reaches_the_worker_log_at_info(stack: Stack, worker: WorkerProcess) -> None:
+    ok_path, bad_path = unique(), unique()
+    stack.api.script(ok_path, Reply(json={"payload": "body-marker-ok-31"}))
+    stack.api.script(bad_path, Reply(422, json={"error": {"message": "body-marker-bad " * 200}}))
+    done = stack.run({"api": "fast", "path": ok_path, "key": "logged-job"})
+    failed = stack.run({"api": "fast", "path": bad_path})
+    assert done["body"] == {"payload": "body-marker-ok-31"}
+    assert failed["error"]["message"].count("body-marker-bad") == 200  # the record keeps it whole
+    log = worker.log()
+    assert "body-marker-ok-31" not in log
+    assert 0 < log.count("body-marker-bad") < 30
+    assert "succeeded in" in log and "key=logged-job" in log  # the job's summary instead

@@ -17,7 +17,7 @@ from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
-from worker.redact import shown_url
+from worker.redact import shown_url, url_secrets
 from worker.redirects import refused_redirect
 from worker.secret import scrub
 
@@ -104,7 +104,7 @@ class Executor:
         if profile is None or isinstance(outcome, Done):
             return outcome
         # No secret of the profile may reach a stored record, Flower or a log line.
-        secrets = secrets_of(profile, self._sent.headers)
+        secrets = secrets_of(profile, self._sent.headers) + url_secrets(str(message.get("url") or ""))
         if isinstance(outcome, Failed):
             return Failed(scrub_record(outcome.record, secrets))
         countdown_s = bounded_countdown(outcome.countdown_s, profile.backoff.longest_countdown_s)
@@ -231,7 +231,10 @@ def _done(ctx: JobContext, job: Job, profile: Profile, progress: Progress, attem
     refused = refused_redirect(response, job.method, profile)
     if refused:
         record["redirect_refused"] = refused
-    return Done(record, next_page(job, response, record["body"], profile.base_url))
+    following, stopped = next_page(job, response, record["body"], profile)
+    if stopped:
+        record["pagination_stopped"] = stopped
+    return Done(record, following)
 
 
 def secrets_of(profile: Profile, sent: Mapping[str, str]) -> list[str]:
@@ -283,7 +286,7 @@ def _record(
         "batch_id": ctx.batch_id,
         "api": view.get("api"),
         "method": view.get("method", "GET"),
-        "url": view.get("url") or view.get("path"),
+        "url": shown_url(str(view.get("url") or view.get("path") or "")),
         "ok": error is None,
         "status_code": response.status_code if response is not None else None,
         "body": response_body(response) if response is not None else None,

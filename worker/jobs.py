@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from worker.profiles import Profile
+from worker.redact import shown_url
 
 #: The registered name of the Celery task that runs a job (``worker.tasks.request``).
 TASK_NAME = "reqworker.request"
@@ -19,9 +20,12 @@ METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 FIELDS = frozenset(
     {"api", "method", "path", "url", "params", "json", "data", "headers", "cache", "refresh",
-     "key", "retry_unsafe", "paginate", "page"}
+     "key", "retry_unsafe", "paginate", "page", "pages_seen"}
 )
-_JSON_PATH = re.compile(r"^\$(\.[A-Za-z0-9_-]+|\[\d+\])+$")
+#: One step of a JSON path: ``.name``, ``[0]``, ``['name']`` or ``["name"]``.
+JSON_PATH_STEP = r"\.([A-Za-z0-9_@$-]+)|\[(\d+)\]|\['([^'\]]+)'\]|\[\"([^\"\]]+)\"\]"
+_JSON_PATH = re.compile(rf"^\$(?:{JSON_PATH_STEP})+\Z")
+_PAGE_ID = re.compile(r"^[0-9a-f]{16}\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: Headers a job may not set: where the request goes and how it is framed belong to the
@@ -65,6 +69,8 @@ class Job:
     paginate: dict[str, Any] | None = None
     #: Which page of a paginated collection this job fetches (1 for the first).
     page: int = 1
+    #: Short names (``worker.paginate.page_id``) of the pages before this one, to stop a loop.
+    pages_seen: tuple[str, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """The JSON-safe form carried in the task message (and accepted by ``parse_job``)."""
@@ -77,7 +83,7 @@ class Job:
     def summary(self) -> str:
         """A one-line description that holds no secret: for logs and Flower."""
         label = f" key={self.key}" if self.key is not None else ""
-        return f"{self.api} {self.method} {self.url}{label}"
+        return f"{self.api} {self.method} {shown_url(self.url)}{label}"
 
     def shown_arguments(self, batch_id: str | None) -> str:
         """The task arguments Flower shows for this job: its summary, never headers or body."""
@@ -124,7 +130,17 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
         retry_unsafe=_flag(raw, "retry_unsafe", False),
         paginate=_paginate(raw.get("paginate"), method),
         page=_page(raw.get("page", 1)),
+        pages_seen=_pages_seen(raw.get("pages_seen")),
     )
+
+
+def _pages_seen(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) and _PAGE_ID.match(v) for v in value):
+        raise JobError("pages_seen", "is kept by the worker: a list of page ids")
+    return tuple(value)
 
 
 def _paginate(value: Any, method: str) -> dict[str, Any] | None:
@@ -140,7 +156,7 @@ def _paginate(value: Any, method: str) -> dict[str, Any] | None:
     where = value.get("next")
     if not isinstance(where, str) or not (where == "link" or _JSON_PATH.match(where)):
         raise JobError("paginate.next", f"{where!r} is neither \"link\" (the Link header) nor a "
-                       "JSON path like \"$.next\" or \"$.paging.next\"")
+                       "JSON path like \"$.next\", \"$.paging.next\" or \"$['@odata.nextLink']\"")
     max_pages = value.get("max_pages")
     if max_pages is not None and (isinstance(max_pages, bool) or not isinstance(max_pages, int)
                                   or max_pages < 1):

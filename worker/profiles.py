@@ -80,6 +80,8 @@ class Profile:
     follow_redirects: str | tuple[str, ...] = "base"
     #: The cache follows the API's Cache-Control and Expires (up to ``cache_expire_s``).
     cache_control: bool = False
+    #: The most pages one paginated job may fetch; a job's ``paginate.max_pages`` may only lower it.
+    max_pages: int = 1000
 
     @property
     def credential_headers(self) -> tuple[str, ...]:
@@ -189,7 +191,7 @@ class _Reader:
             table,
             {"base_url", "rate_limit", "rate_burst", "rate_margin", "adaptive_rate", "concurrency",
              "cache_expire", "timeout", "backoff", "auth", "max_body", "follow_redirects",
-             "cache_control"},
+             "cache_control", "max_pages"},
             where,
             self.source,
         )
@@ -239,6 +241,7 @@ class _Reader:
             max_body=max_body,
             follow_redirects=self.redirects(table.get("follow_redirects", "base"), where),
             cache_control=cache_control,
+            max_pages=self.whole(table, "max_pages", where, 1000, minimum=1) or 1000,
         )
 
     def redirects(self, value: Any, where: str) -> str | tuple[str, ...]:

@@ -44,3 +44,13 @@ def shown_url(url: str) -> str:
         return url
     query = urlencode([(name, REDACTED if secret_param(name) else value) for name, value in pairs])
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The values of ``url``'s credential-like query parameters, to scrub from error text."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    return [value for name, value in parse_qsl(query, keep_blank_values=True)
+            if value and secret_param(name)]

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from celery import Task
+from celery.app import trace as celery_trace
 from celery.exceptions import Ignore
 from celery.exceptions import Retry as CeleryRetry
 from celery.states import READY_STATES
@@ -16,9 +17,14 @@ from worker.app import app
 from worker.errors import JobFailed, RetryLater
 from worker.executor import Done, JobContext, Progress, Retry
 from worker.jobs import TASK_NAME, Job
+from worker.redact import shown_url
 from worker.runtime import runtime
 
 log = logging.getLogger("reqworker.task")
+
+# Celery logs up to 1 KB of every result at INFO, and a result holds the API's body:
+# log the job's summary (what Flower shows, credentials redacted) instead.
+celery_trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(kwargs)s"
 
 
 class RequestTask(Task):
@@ -44,7 +50,7 @@ def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
     try:
         return Job(**message).shown_arguments(batch_id)
     except TypeError:  # not a job message: show no more than where it went
-        summary = f"{message.get('api')} {message.get('method')} {message.get('url')}"
+        summary = f"{message.get('api')} {message.get('method')} {shown_url(str(message.get('url')))}"
         return json.dumps({"job": summary, "batch_id": batch_id})
 
 
@@ -53,13 +59,15 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     job_id = str(uuid.uuid4())
     message = job.to_message()
     if batch_id:
-        runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": message})
+        # The batch record shows the page; a credential in the API's next link stays out of it.
+        shown = {**message, "url": shown_url(job.url)}
+        runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": shown})
     task.app.send_task(TASK_NAME, kwargs={"job": message, "batch_id": batch_id}, task_id=job_id,
                        kwargsrepr=job.shown_arguments(batch_id))
 
 
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
-          throws=(JobFailed,))
+          throws=(JobFailed,), resultrepr_maxsize=64)
 def request(
     self: Task,
     job: dict[str, Any],
