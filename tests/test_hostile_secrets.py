@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import requests
 
-from producer.localredis import LocalRedis
+from producer.authflow import _CallbackHandler, authorise_in_browser
+from producer.client import Client
+from producer.localredis import LocalRedis, free_port
 from producer.loopback_api import LoopbackAPI
 from tests.conftest import base_env
+from tests.oauth_support import ENV, Provider, oauth_profile
 from tests.support import WorkerProcess
 from worker.executor import scrub_record, secrets_of
+from worker.keys import Keys
 from worker.oauth import TokenEndpointError, _token
-from worker.profiles import ProfileError, parse_profiles
+from worker.profiles import ProfileError, load_profiles, parse_profiles
+from worker.settings import Settings
+from worker.tokens import TokenStore
 
 BASE = "https://api.example.com/v1"
 TOKEN = "tok-9f8e7d6c5b4a39281706"
@@ -90,3 +101,59 @@ def test_a_worker_refuses_to_start_with_a_token_that_ends_in_a_newline(
     assert worker.proc.returncode != 0
     assert "apis.careless.auth.token" in log and "${CARELESS_TOKEN}" in log
     assert TOKEN not in log
+
+
+@pytest.mark.parametrize("key", ["token_url", "auth_url"])
+def test_oauth_endpoints_must_be_https_unless_on_loopback(key: str) -> None:
+    auth = {"kind": "oauth2", "token_url": "https://id.example.com/token", "client_id": "cid",
+            "client_secret": "${SECRET}", "redirect_port": 8123, "auth_url": "https://id.example.com/a"}
+    with pytest.raises(ProfileError, match=f"{key}.*must be https"):
+        load({**auth, key: "http://id.example.com/x"}, {"SECRET": "s3cret"})
+    for host in ("127.0.0.1:9000", "localhost:9000", "[::1]:9000"):
+        load({**auth, key: f"http://{host}/x"}, {"SECRET": "s3cret"})
+
+
+def test_the_browser_callback_drops_a_silent_connection_so_the_answer_gets_through(
+        provider: Provider, client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_CallbackHandler, "timeout", 0.5)
+    port = free_port()
+    profile = oauth_profile(provider, auth_url=f"{provider.url}/authorize",
+                            redirect_uri=f"http://localhost:{port}/callback")
+    silent: list[socket.socket] = []
+
+    def user(url: str) -> None:
+        # Someone connects to the callback port first and never sends a byte.
+        silent.append(socket.create_connection(("127.0.0.1", port)))
+        answer = requests.get(url, timeout=30)
+        assert answer.status_code == 200, answer.text
+
+    token = authorise_in_browser(profile, TokenStore(client, keys, "svc"), opener=user,
+                                 say=lambda text: None, timeout_s=60)
+    assert token.access_token.reveal() == provider.issued[0]
+    silent[0].close()
+
+
+@pytest.mark.integration
+def test_a_worker_refuses_a_token_file_that_others_may_read(
+        redis_server: LocalRedis, provider: Provider, tmp_path: Path) -> None:
+    token_file = tmp_path / "token.json"
+    token_file.write_text(json.dumps({"access_token": "file-token-0a9b8c7d", "expires_in": 3600}))
+    token_file.chmod(0o644)
+    apis = tmp_path / "apis.toml"
+    apis.write_text(f'[apis.svc]\nbase_url = "{provider.url}/api"\ntimeout = 5\n'
+                    f'[apis.svc.auth]\nkind = "oauth2"\ntoken_url = "{provider.url}/token"\n'
+                    'client_id = "${CID}"\nclient_secret = "${CSECRET}"\n'
+                    f'token_file = "{token_file}"\n')
+    env = base_env(redis_server.url, str(apis), REQWORKER_KEY_PREFIX=f"tf{uuid.uuid4().hex[:6]}",
+                   **ENV)
+    worker = WorkerProcess(env, tmp_path / "worker.log", concurrency=1).wait_ready()
+    try:
+        client = Client(Settings.from_env(env), load_profiles(apis, env, with_secrets=False))
+        batch, _ = client.submit({"api": "svc", "path": "/me"})
+        batch.wait(poll_s=0.05, timeout_s=60)
+        record = next(batch.results())
+    finally:
+        worker.stop()
+    assert record["ok"] is False and record["error"]["type"] == "AuthError"
+    assert "chmod 600" in record["error"]["message"]
+    assert not any("file-token-0a9b8c7d" in str(h.headers) for h in provider.api.hits())

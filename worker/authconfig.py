@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -185,7 +186,19 @@ def _url(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> str
             raise reader.fail(f"{where}.{key}", f"{url!r} is not an http(s) URL with a host")
         if parts.username is not None or parts.password is not None:
             raise reader.fail(f"{where}.{key}", "must not carry a user name or password")
+        if parts.scheme != "https" and not _is_loopback(parts.hostname):
+            raise reader.fail(f"{where}.{key}", f"{url!r} must be https: client secrets and "
+                              "tokens travel through it (plain http only on loopback)")
     return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _redirect(reader: _Reader, table: Mapping[str, Any], where: str, code_grant: bool) -> str | None:

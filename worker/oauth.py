@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import stat
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -146,6 +147,19 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def token_file_problem(path: str | Path) -> str | None:
+    """Why a token file must not be used: anyone but its owner may read it (None when fine)."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # a missing file seeds nothing; read_token_file says so
+    if mode & 0o077:
+        return (f"token_file {path} may be read by group or others (mode {stat.S_IMODE(mode):o}); "
+                f"run `chmod 600 {path}`")
+    return None
+
+
 def read_token_file(path: str | Path) -> Token | None:
     """A token saved as JSON: ``access_token``, and ``refresh_token``, ``expires_at``
     (epoch seconds or ISO 8601) or ``expires_in`` (from the file's modification time)."""
@@ -241,6 +255,9 @@ class OAuth2Authoriser:
         """Runs under the renewal lease: seed, refresh or fetch a new token."""
         name = self.profile.name
         if current is None and not self._seeded:
+            problem = token_file_problem(self.config.token_file or "")
+            if problem:
+                raise AuthError(f"profile {name!r}: {problem}", retryable=False)
             self._seeded = True
             seeded = read_token_file(self.config.token_file or "")
             if seeded is not None:
