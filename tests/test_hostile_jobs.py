@@ -5,6 +5,7 @@ Pure checks of the job contract first, then ``reqworker enqueue`` against a real
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from producer.jsonl import read_jobs, read_lines
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
 from tests.stack import Stack, make_stack
@@ -99,3 +101,58 @@ def test_enqueue_refuses_hostile_headers_and_paths_naming_the_line_and_runs_the_
     assert "line 4" in done.stderr and "line 5" in done.stderr
     assert "succeeded  1" in done.stderr
     assert [h.path for h in stack.api.hits() if h.path.startswith(run)] == [f"{run}/ok"]
+
+
+DEEP = b'{"api": "fast", "path": "/x", "json": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+HUGE_NUMBER = b'{"api": "fast", "path": "/x", "key": ' + b"9" * 5000 + b"}"
+LONG_LINE = b'{"api": "fast", "path": "/x", "key": "' + b"k" * (1024 * 1024 + 10) + b'"}'
+
+
+def decoded(data: bytes) -> list[tuple[int, Any]]:
+    return list(read_jobs(read_lines(io.BytesIO(data))))
+
+
+@pytest.mark.parametrize("line", [b'{"api": "fast", "path": "/caf\xe9"}', DEEP, HUGE_NUMBER, LONG_LINE])
+def test_a_hostile_line_is_refused_naming_it_and_the_next_line_is_read(line: bytes) -> None:
+    got = decoded(b'{"api": "fast", "path": "/a"}\n' + line + b'\n{"api": "fast", "path": "/b"}\n')
+    assert [n for n, _ in got] == [1, 2, 3]
+    assert isinstance(got[1][1], JobError) and not isinstance(got[2][1], JobError)
+    assert got[2][1]["path"] == "/b"
+
+
+def test_a_byte_order_mark_on_line_one_is_accepted() -> None:
+    got = decoded(b'\xef\xbb\xbf{"api": "fast", "path": "/a"}\r\n{"api": "fast", "path": "/b"}')
+    assert [job["path"] for _, job in got] == ["/a", "/b"]
+
+
+def test_the_batch_is_marked_enqueued_whatever_stops_the_input(stack: Stack) -> None:
+    def items() -> Iterator[tuple[int, Any]]:
+        yield 1, {"api": "fast", "path": "/echo/first"}
+        raise OSError("the input went away")
+
+    with pytest.raises(OSError):
+        stack.client.submit_numbered(items(), name="interrupted")
+    newest = stack.client.store.client.zrevrange(stack.client.store.keys.batches(), 0, 0)[0]
+    facts = stack.client.store.facts(newest.decode())
+    assert facts["name"] == "interrupted" and facts["enqueued"] == "1"
+
+
+@pytest.mark.integration
+def test_enqueue_refuses_each_hostile_line_and_the_batch_still_finishes(
+        stack: Stack, worker: WorkerProcess, tmp_path: Path) -> None:
+    run = f"/echo/{uuid.uuid4().hex[:8]}"
+    good = [json.dumps({"api": "fast", "path": f"{run}/{i}"}).encode() for i in range(2)]
+    lines = [b"\xef\xbb\xbf" + good[0], b'{"api": "fast", "path": "/\xff\xfe"}', DEEP, HUGE_NUMBER,
+             LONG_LINE, good[1]]
+    jobs = tmp_path / "hostile.jsonl"
+    jobs.write_bytes(b"\n".join(lines) + b"\n")
+    done = run_cli(stack.env, "enqueue", str(jobs), "--wait")
+    assert done.returncode == 2, done.stderr
+    for number in (2, 3, 4, 5):
+        assert f"line {number}" in done.stderr
+    assert "line 1:" not in done.stderr and "line 6" not in done.stderr
+    assert "UTF-8" in done.stderr and "nested too deeply" in done.stderr
+    assert "longer than 1048576 bytes" in done.stderr
+    assert "succeeded  2" in done.stderr
+    assert sorted(h.path for h in stack.api.hits() if h.path.startswith(run)) == [
+        f"{run}/0", f"{run}/1"]
