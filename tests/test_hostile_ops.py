@@ -4,17 +4,21 @@ and keys reqworker writes that must not grow for ever."""
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from producer.flower import AUTH_ENV, FLOWER_AUTH_ENV, FlowerConfigError, plan_flower
 from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI
+from producer.loopback_api import LoopbackAPI, Reply
 from tests.flower_support import FlowerProcess
 from tests.stack import Stack, make_stack
-from tests.support import run_cli
+from tests.support import WorkerProcess, run_cli
+from worker.keys import Keys
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -74,3 +78,47 @@ def test_reqworker_flower_without_a_login_requires_the_one_it_printed(stack: Sta
         assert flower.get("/api/workers", auth=found[0]).status_code == 200
     finally:
         flower.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[WorkerProcess]:
+    proc = stack.worker("worker", concurrency=2)
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.integration
+def test_every_key_reqworker_writes_expires(
+        stack: Stack, worker: WorkerProcess, redis_server: LocalRedis) -> None:
+    run = f"/r/{uuid.uuid4().hex[:8]}"
+    stack.api.script(f"{run}/retry", Reply(500), Reply(json={"ok": 1}))
+    stack.api.script(f"{run}/paused", Reply(429, headers={"Retry-After": "1"}), Reply(json={}))
+    stack.api.script(f"{run}/pages", Reply(json={"next": f"{run}/pages2"}))
+    stack.api.script(f"{run}/pages2", Reply(json={"next": None}))
+    stack.api.script(f"{run}/moved", Reply(301, headers={"Location": f"{run}/pages2"}))
+    jobs = [{"api": "fast", "path": f"{run}/retry"}, {"api": "seed", "path": f"{run}/paused"},
+            {"api": "fast", "path": f"{run}/pages", "paginate": {"next": "$.next"}},
+            {"api": "fast", "path": f"{run}/moved"}, {"api": "fast", "path": f"{run}/missing"},
+            {"api": "bearer", "path": f"{run}/secure"}]
+    report = stack.client.submit_many(jobs, name="expiring")
+    report.batch.wait(poll_s=0.05, timeout_s=120)
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = stack.env["REQWORKER_KEY_PREFIX"]
+    ids = [r["job_id"] for r in report.batch.results()]
+    mine = [*client.scan_iter(f"{prefix}:*"),
+            *(key for i in ids for key in client.scan_iter(f"*{i}*"))]
+    assert any(key.endswith(b":batches") for key in mine)
+    assert any(b":cache:" in key for key in mine) and any(b"celery-task-meta" in key for key in mine)
+    forever = [key for key in mine if client.ttl(key) == -1]
+    assert forever == []
+
+
+@pytest.mark.integration
+def test_the_batch_index_forgets_batches_whose_records_expired(
+        stack: Stack, redis_server: LocalRedis) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    index = Keys(stack.env["REQWORKER_KEY_PREFIX"]).batches()
+    client.zadd(index, {"ancient": time.time() - stack.client.store.ttl_s - 60})
+    stack.client.submit_many([{"api": "fast", "path": "/echo/index"}], name="new")
+    assert client.zscore(index, "ancient") is None
+    assert 0 < client.ttl(index) <= stack.client.store.ttl_s
