@@ -84,3 +84,10 @@ def test_every_countdown_is_finite_and_within_the_longest_allowed() -> None:
         assert math.isfinite(got) and 0 <= got <= longest
     assert bounded_countdown(3.0, longest) == 3.0
     assert isinstance(countdown(SEED, 0, float("nan")), GiveUp)
+
+
+def test_all_three_http_date_forms_are_read() -> None:
+    now = datetime(1994, 11, 6, 8, 49, 7, tzinfo=UTC)
+    for value in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                  "Sun Nov  6 08:49:37 1994"):
+        assert parse_retry_after(value, now) == 30.0, value

@@ -16,6 +16,7 @@ import redis
 
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI, Reply
+from tests.conftest import base_env
 from tests.stack import Stack, countdowns, make_stack
 from tests.support import WorkerProcess
 from worker.cache import CACHE_MAX_BODY
@@ -352,3 +353,36 @@ def test_no_api_body_reaches_the_worker_log_at_info(stack: Stack, worker: Worker
     assert "body-marker-ok-31" not in log
     assert 0 < log.count("body-marker-bad") < 30
     assert "succeeded in" in log and "key=logged-job" in log  # the job's summary instead
+
+
+def test_a_retry_that_cannot_be_scheduled_fails_the_job_with_a_record(
+        redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.exceptions import Reject
+
+    from worker import runtime as worker_runtime
+    from worker.errors import JobFailed
+    from worker.tasks import request
+
+    apis = tmp_path / "apis.toml"
+    apis.write_text(f'[apis.fast]\nbase_url = "{loopback_api.url}"\ntimeout = 5\n')
+    for name, value in base_env(redis_server.url, str(apis),
+                                REQWORKER_KEY_PREFIX=f"rj{uuid.uuid4().hex[:6]}").items():
+        monkeypatch.setenv(name, value)
+    path = unique()
+    loopback_api.script(path, Reply(503))
+
+    def broker_refuses(*args: object, **kwargs: object) -> None:
+        raise Reject("the broker refused the retry", requeue=False)
+
+    monkeypatch.setattr(request, "retry", broker_refuses)
+    worker_runtime.reset()
+    try:
+        outcome = request.apply(kwargs={"job": {"api": "fast", "path": path, "key": "k"}})
+    finally:
+        worker_runtime.reset()
+    assert outcome.state == "FAILURE" and isinstance(outcome.result, JobFailed)
+    record = outcome.result.record
+    assert record["ok"] is False and record["key"] == "k" and record["attempts"] == 1
+    assert record["error"]["type"] == "RetryError"
+    assert "could not be scheduled" in record["error"]["message"]
