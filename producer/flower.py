@@ -11,7 +11,6 @@ example's ``change-me`` password are refused.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from worker.authconfig import is_loopback
 from worker.settings import SettingsError
 
 AUTH_ENV = "REQWORKER_FLOWER_BASIC_AUTH"
@@ -38,17 +38,6 @@ DEFAULT_PORT = 5555
 
 class FlowerConfigError(SettingsError):
     """The Flower login setting cannot be used; the message never repeats a password."""
-
-
-def is_loopback(address: str) -> bool:
-    """Whether listening on ``address`` keeps Flower to this machine ('' means every address)."""
-    host = address.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_basic_auth(value: str, *, name: str = AUTH_ENV) -> list[str]:

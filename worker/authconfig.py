@@ -186,13 +186,15 @@ def _url(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> str
             raise reader.fail(f"{where}.{key}", f"{url!r} is not an http(s) URL with a host")
         if parts.username is not None or parts.password is not None:
             raise reader.fail(f"{where}.{key}", "must not carry a user name or password")
-        if parts.scheme != "https" and not _is_loopback(parts.hostname):
+        if parts.scheme != "https" and not is_loopback(parts.hostname):
             raise reader.fail(f"{where}.{key}", f"{url!r} must be https: client secrets and "
                               "tokens travel through it (plain http only on loopback)")
     return url
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(address: str) -> bool:
+    """Whether a host or listening address stays on this machine ('' means every address)."""
+    host = address.strip().strip("[]")
     if host.lower() == "localhost":
         return True
     try:

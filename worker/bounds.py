@@ -137,24 +137,24 @@ def _watch(conn: HTTPConnection) -> None:
         deadline.watch(conn)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """A urllib3 connection that puts itself under the current attempt's deadline."""
+
     def connect(self) -> None:
-        super().connect()
-        _watch(self)
+        super().connect()  # type: ignore[misc]
+        _watch(self)  # type: ignore[arg-type]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
+        _watch(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch(self)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
