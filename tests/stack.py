@@ -82,5 +82,12 @@ def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, extra_profiles: s
     yield Stack(api, env, client, tmp)
 
 
+def one_worker(stack: Stack, concurrency: int = 4) -> Iterator[WorkerProcess]:
+    """The body of a module's ``worker`` fixture: one worker for the module's tests."""
+    proc = stack.worker("worker", concurrency=concurrency)
+    yield proc
+    proc.stop()
+
+
 def finished(batch: Batch) -> bool:
     return batch.status().finished

@@ -17,7 +17,7 @@ import redis
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI, Reply
 from tests.conftest import base_env
-from tests.stack import Stack, countdowns, make_stack
+from tests.stack import Stack, countdowns, make_stack, one_worker
 from tests.support import WorkerProcess
 from worker.cache import CACHE_MAX_BODY
 from worker.keys import Keys
@@ -74,9 +74,7 @@ def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=4)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=4)
 
 
 @pytest.fixture

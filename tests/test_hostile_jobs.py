@@ -17,7 +17,7 @@ import pytest
 from producer.jsonl import read_jobs, read_lines
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI
-from tests.stack import Stack, make_stack
+from tests.stack import Stack, make_stack, one_worker
 from tests.support import WorkerProcess, run_cli
 from worker.jobs import JobError, parse_job
 from worker.profiles import Profile
@@ -76,9 +76,7 @@ def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=2)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=2)
 
 
 @pytest.mark.integration

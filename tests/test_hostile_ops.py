@@ -16,7 +16,7 @@ from producer.flower import AUTH_ENV, FLOWER_AUTH_ENV, FlowerConfigError, plan_f
 from producer.localredis import LocalRedis, free_port
 from producer.loopback_api import LoopbackAPI, Reply
 from tests.flower_support import FlowerProcess
-from tests.stack import Stack, make_stack
+from tests.stack import Stack, make_stack, one_worker
 from tests.support import WorkerProcess, run_cli
 from worker.keys import Keys
 
@@ -82,9 +82,7 @@ def test_reqworker_flower_without_a_login_requires_the_one_it_printed(stack: Sta
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=2)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=2)
 
 
 @pytest.mark.integration

@@ -12,7 +12,7 @@ import redis
 
 from producer.localredis import LocalRedis
 from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.stack import Stack, make_stack
+from tests.stack import Stack, make_stack, one_worker
 from tests.support import WorkerProcess, run_cli
 from worker.keys import Keys
 
@@ -58,9 +58,7 @@ def stack(redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=4)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=4)
 
 
 def chain(stack: Stack, job: dict[str, Any]) -> list[dict[str, Any]]:
