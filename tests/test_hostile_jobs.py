@@ -154,3 +154,13 @@ def test_enqueue_refuses_each_hostile_line_and_the_batch_still_finishes(
     assert "succeeded  2" in done.stderr
     assert sorted(h.path for h in stack.api.hits() if h.path.startswith(run)) == [
         f"{run}/0", f"{run}/1"]
+
+
+def test_a_json_body_nested_too_deep_to_publish_is_refused() -> None:
+    deep: Any = []
+    for _ in range(990):
+        deep = [deep]
+    err = refused({"api": "ex", "method": "POST", "path": "/x", "json": deep})
+    assert err.field == "json" and "nested more than 200 deep" in err.message
+    shallow: Any = {"a": [{"b": [1, 2, {"c": None}]}]}
+    assert parse_job({"api": "ex", "method": "POST", "path": "/x", "json": shallow}, PROFILES).json == shallow

@@ -89,6 +89,8 @@ def read_auth(reader: _Reader, table: Any, where: str, base_url: str) -> AuthCon
         "header_prefix": reader.expand(table.get("header_prefix", "Bearer "), f"{where}.header_prefix"),
         "headers": _headers(reader, table.get("headers", {}), f"{where}.headers"),
     }
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in common["header_prefix"]):
+        raise reader.fail(f"{where}.header_prefix", "must not contain control characters")
     if not _HEADER_NAME.match(common["header_key"]):
         raise reader.fail(f"{where}.header_key", f"{common['header_key']!r} is not a header name")
     if any(name.lower() == common["header_key"].lower() for name, _ in common["headers"]):

@@ -41,6 +41,24 @@ FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
 _HEADER_VALUE = re.compile(r"^([\x21-\x7e\xa0-\xff]([\t\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?)?\Z")
 
 
+#: How deep a job's ``json`` body may nest: every step from reading it to publishing it
+#: must be able to handle it without running out of stack.
+MAX_JSON_DEPTH = 200
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists or objects more than ``limit`` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class JobError(ValueError):
     """A job breaks the contract; ``field`` names the part that is wrong."""
 
@@ -113,6 +131,8 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
     method = method.upper()
     if raw.get("json") is not None and raw.get("data") is not None:
         raise JobError("json", "give either json or data, not both")
+    if _too_deep(raw.get("json"), MAX_JSON_DEPTH):
+        raise JobError("json", f"is nested more than {MAX_JSON_DEPTH} deep")
     cache, refresh = _flag(raw, "cache", True), _flag(raw, "refresh", False)
     if refresh and not cache:
         raise JobError("refresh", "refresh re-stores a cache entry, so it needs cache: true")
