@@ -16,13 +16,13 @@ import requests
 from producer.authflow import _CallbackHandler, authorise_in_browser
 from producer.client import Client
 from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI
+from producer.loopback_api import LoopbackAPI, Reply
 from tests.conftest import base_env
 from tests.oauth_support import ENV, Provider, oauth_profile
 from tests.support import WorkerProcess
 from worker.executor import scrub_record, secrets_of
 from worker.keys import Keys
-from worker.oauth import TokenEndpointError, _token
+from worker.oauth import TokenEndpoint, TokenEndpointError, _token
 from worker.profiles import ProfileError, load_profiles, parse_profiles
 from worker.settings import Settings
 from worker.tokens import TokenStore
@@ -157,3 +157,12 @@ def test_a_worker_refuses_a_token_file_that_others_may_read(
     assert record["ok"] is False and record["error"]["type"] == "AuthError"
     assert "chmod 600" in record["error"]["message"]
     assert not any("file-token-0a9b8c7d" in str(h.headers) for h in provider.api.hits())
+
+
+def test_a_token_endpoint_that_echoes_the_secret_has_it_scrubbed(provider: Provider) -> None:
+    provider.api.script("/token", Reply(400, json={"error": "invalid_client",
+                                                   "error_description": f"bad secret {ENV['CSECRET']}"}))
+    endpoint = TokenEndpoint("svc", oauth_profile(provider).auth)
+    with pytest.raises(TokenEndpointError) as refused:
+        endpoint.client_credentials()
+    assert ENV["CSECRET"] not in str(refused.value) and "bad secret [REDACTED]" in str(refused.value)

@@ -19,7 +19,7 @@ import requests
 from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.profiles import AuthConfig, Profile
-from worker.secret import Secret, flaw
+from worker.secret import Secret, flaw, scrub
 from worker.tokens import Token, TokenStore
 
 log = logging.getLogger("reqworker.oauth")
@@ -94,6 +94,9 @@ class TokenEndpoint:
         if not 200 <= status < 300:
             code = body.get("error") if isinstance(body.get("error"), str) else None
             detail = str(body.get("error_description") or code or response.reason or "")[:200]
+            # The endpoint's own words are stored and logged: none of the profile's secrets.
+            sent = [form.get(k, "") for k in ("client_secret", "refresh_token", "code", "code_verifier")]
+            detail = scrub(detail, [*self.config.secret_values, *sent])
             raise TokenEndpointError(f"{where} refused the {grant} grant: HTTP {status} {detail}".rstrip(),
                                      retryable=False, status=status, oauth_error=code)
         return _token(body, started, f"{where} answered {status} ({grant})")
