@@ -14,7 +14,9 @@ from producer.localredis import LocalRedis
 from producer.loopback_api import Hit, LoopbackAPI, Reply
 from tests.stack import Stack, make_stack, one_worker
 from tests.support import WorkerProcess, run_cli
+from worker.jobs import Job
 from worker.keys import Keys
+from worker.redact import shown_url
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +129,11 @@ def test_a_bracket_path_follows_odata_next_links_and_their_credentials_are_never
     stored = [client.dump(key) or b"" for key in client.scan_iter(f"{prefix}*")]
     assert stored and not any(SECRET.encode() in value for value in stored)
     assert SECRET not in worker.log()
+
+
+def test_flower_arguments_of_a_page_show_no_credential() -> None:
+    job = Job(api="fast", url=f"https://api.example.com/v1/items?n=2&access_token={SECRET}&sig=abc")
+    shown = job.shown_arguments("batch-1")
+    assert SECRET not in shown and "abc" not in shown and "access_token=REDACTED" in shown
+    assert shown_url("https://u:p@api.example.com/x?pageToken=next-3&page=2") == \
+        "https://REDACTED@api.example.com/x?pageToken=next-3&page=2"
