@@ -17,6 +17,9 @@ _HTTP_DATE = re.compile(r"^[A-Za-z]{3,9}, ?[0-9]{1,2}[ -][A-Za-z]{3}[ -][0-9]{2,
                         r"|^[A-Za-z]{3} [A-Za-z]{3} +[0-9]{1,2} [0-9:]{8} [0-9]{4}$")
 #: Any wait longer than this is "too long" for every profile; it keeps numbers small and finite.
 FOREVER_S = 10.0**9
+#: The longest countdown of a job waiting for the shared budget (not a backoff): it asks
+#: again after this at the latest.
+LONGEST_WAIT_S = 86400.0
 
 
 @dataclass(frozen=True)

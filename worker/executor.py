@@ -10,7 +10,7 @@ from typing import Any
 
 from worker.admission import Gate, Wait
 from worker.auth import Authoriser, Credentials
-from worker.backoff import GiveUp, bounded_countdown, countdown, parse_retry_after
+from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
@@ -112,7 +112,8 @@ class Executor:
         secrets = secrets_of(profile, self._sent.headers) + url_secrets(str(message.get("url") or ""))
         if isinstance(outcome, Failed):
             return Failed(scrub_record(outcome.record, secrets))
-        countdown_s = bounded_countdown(outcome.countdown_s, profile.backoff.longest_countdown_s)
+        longest = profile.backoff.longest_countdown_s if outcome.backoff else LONGEST_WAIT_S
+        countdown_s = bounded_countdown(outcome.countdown_s, longest)
         return replace(outcome, countdown_s=countdown_s, reason=scrub(outcome.reason, secrets))
 
     def unschedulable(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext,
