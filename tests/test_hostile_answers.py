@@ -384,3 +384,17 @@ def test_a_retry_that_cannot_be_scheduled_fails_the_job_with_a_record(
     assert record["ok"] is False and record["key"] == "k" and record["attempts"] == 1
     assert record["error"]["type"] == "RetryError"
     assert "could not be scheduled" in record["error"]["message"]
+
+
+def test_with_any_a_307_still_never_resends_the_body_off_base_url(
+        stack: Stack, worker: WorkerProcess) -> None:
+    hop, outside = unique("/anywhere/post"), unique("/elsewhere")
+    stack.api.script(hop, Reply(307, headers={"Location": outside}))
+    stack.api.script(outside, Reply(json={"got": "it"}))
+    record = stack.run({"api": "anywhere", "method": "POST", "path": hop[len("/anywhere"):],
+                        "json": {"card": "4111"}})
+    assert record["status_code"] == 307 and "body again" in record["redirect_refused"]
+    assert stack.api.hits(outside) == []
+    moved = unique("/anywhere/get")
+    stack.api.script(moved, Reply(302, headers={"Location": outside}))
+    assert stack.run({"api": "anywhere", "path": moved[len("/anywhere"):]})["body"] == {"got": "it"}

@@ -20,7 +20,7 @@ from worker.cache import cache_backend, session_kwargs
 from worker.jobs import Job, is_under_base
 from worker.keys import Keys
 from worker.profiles import Profile
-from worker.redirects import redirect_refusal
+from worker.redirects import redirect_refusal, resends_body
 
 
 class _KeepsCredentialsHome:
@@ -36,7 +36,8 @@ class _KeepsCredentialsHome:
     def get_redirect_target(self, resp: Any) -> str | None:
         """The redirect to follow, or None when ``follow_redirects`` forbids it (the 3xx stays)."""
         target: str | None = super().get_redirect_target(resp)  # type: ignore[misc]
-        if target is not None and redirect_refusal(urljoin(resp.url, target), self.profile):
+        if target is not None and redirect_refusal(urljoin(resp.url, target), self.profile,
+                                                   resends_body=resends_body(resp)):
             return None
         return target
 

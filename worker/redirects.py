@@ -17,8 +17,11 @@ from worker.profiles import Profile
 from worker.redact import shown_url
 
 
-def redirect_refusal(target: str, profile: Profile) -> str | None:
-    """Why a redirect to the absolute URL ``target`` may not be followed, or None when it may."""
+def redirect_refusal(target: str, profile: Profile, *, resends_body: bool = False) -> str | None:
+    """Why a redirect to the absolute URL ``target`` may not be followed, or None when it may.
+
+    ``resends_body``: the redirect (a 307 or 308) would send the job's body again.
+    """
     policy = profile.follow_redirects
     target = target.split("#", 1)[0]
     if is_under_base(target, profile.base_url):
@@ -28,6 +31,8 @@ def redirect_refusal(target: str, profile: Profile) -> str | None:
         return "it is not an http(s) URL"
     if policy == "base":
         return "it leaves base_url (follow_redirects = \"base\")"
+    if resends_body:
+        return "it would send the job's body again outside base_url"
     if policy != "any" and not any(is_under_base(target, prefix.rstrip("/")) for prefix in policy):
         return "it is under none of the follow_redirects prefixes"
     wanted = address_kinds(parts.hostname)
@@ -44,7 +49,7 @@ def refused_redirect(response: Any, method: str, profile: Profile) -> str | None
     if not location or method == "HEAD":
         return None
     target = urljoin(response.url or "", location)
-    why = redirect_refusal(target, profile)
+    why = redirect_refusal(target, profile, resends_body=resends_body(response))
     return f"redirect to {shown_url(target)} not followed: {why}" if why else None
 
 
@@ -73,3 +78,9 @@ def address_kinds(host: str) -> frozenset[str]:
         elif not address.is_global:
             kinds.add("private")
     return frozenset(kinds)
+
+
+def resends_body(response: Any) -> bool:
+    """True when following this redirect would send the request's body again (307, 308)."""
+    request = getattr(response, "request", None)
+    return response.status_code in (307, 308) and getattr(request, "body", None) is not None
