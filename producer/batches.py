@@ -19,6 +19,10 @@ class BatchNotFound(LookupError):
     """No batch with that id (never made, or expired with its results)."""
 
 
+#: The most batches the index (``<prefix>:batches``) lists; the oldest are dropped first.
+MAX_INDEXED = 100_000
+
+
 class BatchStore:
     """Batch records: a hash of facts and counts, a list of jobs, a list of refused lines."""
 
@@ -43,7 +47,13 @@ class BatchStore:
         }
         pipe.hset(self.keys.batch(batch_id), mapping=facts)
         pipe.expire(self.keys.batch(batch_id), self.ttl_s)
-        pipe.zadd(self.keys.batches(), {batch_id: now})
+        # The index of batches forgets those whose records have expired, holds at most
+        # MAX_INDEXED, and expires itself when no batch has been made for as long.
+        index = self.keys.batches()
+        pipe.zadd(index, {batch_id: now})
+        pipe.zremrangebyscore(index, "-inf", now - self.ttl_s)
+        pipe.zremrangebyrank(index, 0, -(MAX_INDEXED + 1))
+        pipe.expire(index, self.ttl_s)
         pipe.execute()
 
     def claim(self, batch_id: str, fingerprints: list[tuple[str, str]]) -> list[str | None]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 import redis
@@ -17,7 +17,7 @@ import redis
 from producer.authflow import auth_command
 from producer.batches import BatchNotFound
 from producer.client import Batch, Client, Counts, SubmitReport
-from producer.jsonl import read_jobs
+from producer.jsonl import read_jobs, read_lines
 from producer.progress import ProgressView, draw_bar
 from worker.jobs import JobError
 from worker.profiles import ProfileError, load_profiles
@@ -105,11 +105,11 @@ def _follow(batch: Batch, total: int) -> Counts:
 
 
 @main.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--name", default=None, help="A name for the batch, shown by status.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
 @_friendly
-def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
+def enqueue(file: BinaryIO, name: str | None, wait_: bool) -> None:
     """Enqueue the jobs in FILE (JSON Lines; - for stdin) as one batch; print its id.
 
     Lines that break the job contract are refused with their line number and the
@@ -125,7 +125,7 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
                        err=True, nl=False)
 
     try:
-        report: SubmitReport = client.submit_numbered(read_jobs(lines), name=name,
+        report: SubmitReport = client.submit_numbered(read_jobs(read_lines(lines)), name=name,
                                                       on_progress=shown)
     finally:
         if bar:
@@ -145,9 +145,9 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
 
 
 class _CountingLines:
-    """The lines of an input, counting how much of it has been read, for a progress bar."""
+    """An input read line by line, counting how much of it has been read, for a progress bar."""
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, file: BinaryIO) -> None:
         self.file = file
         self.read = 0
         try:
@@ -155,10 +155,10 @@ class _CountingLines:
         except (OSError, ValueError):
             self.size = None  # a pipe: no end known in advance
 
-    def __iter__(self) -> Iterator[str]:
-        for line in self.file:
-            self.read += len(line)
-            yield line
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.file.readline(limit)
+        self.read += len(line)
+        return line
 
     def bar(self) -> str:
         if not self.size:

@@ -211,17 +211,20 @@ class Client:
             chunk.clear()
             refused.clear()
 
-        for line, raw in items:
-            try:
-                if isinstance(raw, JobError):
-                    raise raw
-                chunk.append((line, parse_job(raw, self.profiles)))
-            except JobError as exc:
-                refused.append(Rejected(line, exc.field, exc.message))
-            if len(chunk) + len(refused) >= PUBLISH_CHUNK:
-                flush()
-        flush()
-        self.store.finish(report.batch.id)
+        try:
+            for line, raw in items:
+                try:
+                    if isinstance(raw, JobError):
+                        raise raw
+                    chunk.append((line, parse_job(raw, self.profiles)))
+                except JobError as exc:
+                    refused.append(Rejected(line, exc.field, exc.message))
+                if len(chunk) + len(refused) >= PUBLISH_CHUNK:
+                    flush()
+            flush()
+        finally:
+            # Whatever stopped the input, the batch is marked enqueued, so watch and status end.
+            self.store.finish(report.batch.id)
         return report
 
     def retry_failed(self, batch_id: str, *, name: str | None = None) -> SubmitReport:

@@ -32,6 +32,10 @@ class Reply:
     delay_s: float = 0.0
     #: Close the connection with a reset instead of answering.
     reset: bool = False
+    #: The body as bytes, sent as given (for compressed or malformed answers).
+    raw: bytes | None = None
+    #: Send the body one byte at a time, this many seconds apart.
+    drip_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,19 +143,32 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             return
-        if reply.json is not None:
+        if reply.raw is not None:
+            payload, ctype = reply.raw, "application/json"
+        elif reply.json is not None:
             payload = json.dumps(reply.json).encode()
             ctype = "application/json"
         else:
             payload = (reply.text or "").encode()
             ctype = "text/plain; charset=utf-8"
         self.send_response(reply.status)
-        self.send_header("Content-Type", ctype)
+        if "content-type" not in {name.lower() for name in reply.headers}:
+            self.send_header("Content-Type", ctype)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(payload)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not reply.drip_s:
             self.wfile.write(payload)
+            return
+        try:
+            for i in range(len(payload)):
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+                time.sleep(reply.drip_s)
+        except OSError:  # the client gave up on us, as it should
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle

@@ -138,8 +138,12 @@ class Gate:
             self.limiter.release_slot(profile.name, ticket.slot)
 
     def after(self, profile: Profile, headers: Mapping[str, str], retry_after_s: float | None) -> None:
-        """Pause the whole profile on a Retry-After; in adaptive mode, on exhausted headers too."""
-        if retry_after_s is not None and retry_after_s > 0:
+        """Pause the whole profile on a Retry-After; in adaptive mode, on exhausted headers too.
+
+        A Retry-After longer than the profile waits (the seed's ``timeout``) fails only the
+        job that got it: it pauses nobody.
+        """
+        if retry_after_s is not None and 0 < retry_after_s <= profile.backoff.retry_after_max_s:
             self.limiter.pause(profile.name, retry_after_s)
         elif profile.adaptive_rate:
             self.limiter.observe(profile, headers)
