@@ -62,13 +62,21 @@ def main() -> None:
               show_default=True, help="threads suits I/O-bound requests; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="REQWORKER_LOG_FORMAT", help="json: one JSON object per line.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              envvar="REQWORKER_METRICS_PORT",
+              help="Serve Prometheus metrics on this port (each worker on a host needs its own).")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True,
+              envvar="REQWORKER_METRICS_ADDRESS", help="Address the metrics are served on.")
 @_friendly
-def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str) -> None:
+def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str, log_format: str,
+           metrics_port: int | None, metrics_address: str) -> None:
     """Start a Celery worker that runs request jobs.
 
     It refuses to start when a profile's longest retry countdown could outlast the
     broker's visibility timeout (REQWORKER_VISIBILITY_TIMEOUT), since such a job
-    could run twice.
+    could run twice. With --metrics-port it serves Prometheus metrics at /metrics.
     """
     from worker.startup import StartupError, check_visibility
 
@@ -78,13 +86,33 @@ def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str) -> 
     except StartupError as exc:
         click.echo(f"reqworker: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", settings.queue,
+    env = {**os.environ, "REQWORKER_LOG_FORMAT": log_format}
+    env.update(_metrics_env(metrics_port, metrics_address))
+    argv = [sys.executable, "-m", "celery", *(["--quiet"] if log_format == "json" else []),
+            "-A", "worker.app", "worker", "-Q", settings.queue,
             "--concurrency", str(concurrency), "--pool", pool, "--loglevel", loglevel, "-E"]
     if hostname:
         argv += ["--hostname", hostname]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, env)
+
+
+def _metrics_env(port: int | None, address: str) -> dict[str, str]:
+    """The worker's metrics settings, with a multiprocess directory of its own; {} without a port."""
+    from worker.metricserver import (
+        ADDRESS_ENV,
+        MULTIPROC_ENV,
+        PORT_ENV,
+        MetricsConfig,
+        check_port_free,
+        prepare_directory,
+    )
+
+    if port is None:
+        return {}
+    check_port_free(MetricsConfig(port, address))
+    return {PORT_ENV: str(port), ADDRESS_ENV: address, MULTIPROC_ENV: str(prepare_directory(port))}
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from worker import metrics
 from worker.profiles import Profile
 from worker.ratelimit import RateLimiter
 
@@ -37,6 +38,8 @@ class Wait:
     seconds: float
     reason: str
     fail: bool = False
+    #: What it waits for: "rate" (the budget), "concurrency" (a slot) or "pause".
+    kind: str = "rate"
 
 
 def lease_s(profile: Profile) -> float:
@@ -68,7 +71,8 @@ class Gate:
             slot = self.limiter.try_acquire_slot(profile, lease_s(profile))
             if slot is None:
                 return Wait(SLOT_WAIT_S * (1 + self._jitter()),
-                            f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
+                            f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken",
+                            kind="concurrency")
         if profile.rate_limit is None:
             # No budget to spend: only a fleet-wide pause can hold the job back.
             wait_s = self.limiter.pause_left(profile.name)
@@ -78,6 +82,7 @@ class Gate:
         if reserved:
             if wait_s <= 0:
                 return Pass(slot)
+            metrics.waited(profile.name, "rate")
             self._sleep(wait_s)
             # A pause that began while this job waited for its slot holds it back too.
             wait_s, paused = self.limiter.pause_left(profile.name), True
@@ -86,11 +91,11 @@ class Gate:
         self.leave(profile, Pass(slot))
         if paused and wait_s > profile.backoff.retry_after_max_s:
             return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
-                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True)
+                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True, kind="pause")
         # No countdown may outlast what the broker's visibility timeout was checked for.
         countdown = min(wait_s * (1 + 0.1 * self._jitter()), profile.backoff.longest_countdown_s)
         why = "paused (Retry-After)" if paused else "waiting for the shared rate budget"
-        return Wait(countdown, f"profile {profile.name!r} {why}")
+        return Wait(countdown, f"profile {profile.name!r} {why}", kind="pause" if paused else "rate")
 
     def leave(self, profile: Profile, ticket: Pass) -> None:
         if ticket.slot is not None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from worker import metrics
 from worker.admission import Gate, Wait
 from worker.auth import Authoriser, Credentials
 from worker.backoff import GiveUp, countdown, parse_retry_after
@@ -109,11 +110,13 @@ class Executor:
             # A cache hit costs the API nothing, so it must not spend the shared budget.
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
             if cached.from_cache and cached.response is not None:
+                metrics.attempted(job, cached)
                 progress = replace(progress, attempts=progress.attempts + 1)
                 record = _record(ctx, job, progress, cached)
                 return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
         ticket = self.gate.enter(profile)
         if isinstance(ticket, Wait):
+            metrics.waited(profile.name, ticket.kind)
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
             return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
@@ -121,6 +124,7 @@ class Executor:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
+        metrics.attempted(job, attempt)
         progress = replace(progress, attempts=progress.attempts + 1)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)

@@ -11,6 +11,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.states import READY_STATES
 
+from worker import metrics
 from worker.app import app
 from worker.errors import JobFailed, RetryLater
 from worker.executor import Done, JobContext, Progress, Retry
@@ -75,6 +76,7 @@ def request(
         raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
+    metrics.ended(job.get("api"), outcome)
     if isinstance(outcome, Done):
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
