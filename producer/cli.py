@@ -17,7 +17,7 @@ from producer.authflow import auth_command
 from producer.batches import BatchNotFound
 from producer.client import Batch, Client, Counts, SubmitReport
 from producer.jsonl import read_jobs
-from producer.progress import ProgressView, draw_bar
+from producer.progress import ProgressView, ResultsBar, bar_text
 from worker.jobs import JobError
 from worker.profiles import ProfileError, load_profiles
 from worker.settings import Settings, SettingsError, redact_url
@@ -188,10 +188,7 @@ class _CountingLines:
             yield line
 
     def bar(self) -> str:
-        if not self.size:
-            return ""
-        done = min(self.read / self.size, 1.0)
-        return f"{draw_bar(done)} {done:4.0%} "
+        return bar_text(self.read / self.size) if self.size else ""
 
 
 def _print_counts(counts: Counts, stream: TextIO) -> None:
@@ -235,6 +232,30 @@ def watch(batch_id: str) -> None:
     counts = _follow(batch, batch.status().total)
     _print_counts(counts, sys.stdout)
     sys.exit(EXIT_FAILED if counts.failed else EXIT_OK)
+
+
+@main.command()
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many of the most recent batches.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
+@_friendly
+def batches(limit: int, as_json: bool) -> None:
+    """The most recent batches, newest first: id, name, created, state and counts."""
+    found = Client.from_env().recent_batches(limit)
+    if as_json:
+        for summary in found:
+            click.echo(json.dumps(summary.as_dict()))
+        return
+    if not found:
+        click.echo("no batches", err=True)
+        return
+    names = list(found[0].counts.as_dict())
+    click.echo(f"{'batch':<32}  {'created (UTC)':<19}  {'state':<9}  "
+               + "  ".join(f"{n:>9}" for n in names) + "  name")
+    for summary in found:
+        counts = summary.counts.as_dict()
+        click.echo(f"{summary.batch_id:<32}  {summary.created_text():<19}  {summary.state:<9}  "
+                   + "  ".join(f"{counts[n]:>9}" for n in names) + f"  {summary.name}")
 
 
 @main.command("retry-failed")
@@ -293,13 +314,21 @@ def results(batch_id: str, output: TextIO, failed_only: bool) -> None:
     """
     client = Client.from_env()
     batch = client.batch(batch_id)
+    facts = batch.facts
+    total = int(facts.get("total", 0))
+    # A bar when the results go to a file and a person watches the terminal.
+    bar = ResultsBar(int(facts.get("failed", 0)) if failed_only else total + int(facts.get("duplicates", 0)),
+                     sys.stderr) if output is not sys.stdout and sys.stderr.isatty() else None
     written = failed = 0
     for record in batch.results(failed_only=failed_only):
         output.write(json.dumps(record) + "\n")
         written += 1
         failed += not record.get("ok")
+        if bar is not None:
+            bar.update(written)
     output.flush()
-    total = int(batch.facts.get("total", 0))
+    if bar is not None:
+        bar.update(written, last=True)
     if not failed_only and written < total:
         click.echo(f"{total - written} of {total} jobs have not finished yet", err=True)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
