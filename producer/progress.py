@@ -63,13 +63,13 @@ class Speed:
 
 
 def describe(counts: Counts, total: int, rate: float | None) -> str:
-    """``done/total done (each count), speed, eta`` for one progress line."""
+    """``done/total done, each count, speed, eta`` for one progress line."""
     states = ", ".join(f"{name} {n}" for name, n in counts.as_dict().items()
                        if name != "total" and (n or name != "duplicates"))
     left = total - counts.done
     speed = f"{rate:,.1f} jobs/s" if rate is not None else "- jobs/s"
     eta = f"{left / rate:,.0f}s" if rate and left > 0 else "-"
-    return f"{counts.done}/{total} done ({states}), {speed}, eta {eta}"
+    return f"{counts.done}/{total} done, {states}, {speed}, eta {eta}"
 
 
 class ProgressView:

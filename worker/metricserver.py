@@ -35,6 +35,13 @@ ADDRESS_ENV = "REQWORKER_METRICS_ADDRESS"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_ADDRESS = "127.0.0.1"
 
+#: The gauges read at scrape time (the counters are in ``worker.metrics``).
+PAUSED = "reqworker_paused_seconds"
+RATE_LIMIT = "reqworker_rate_limit_per_second"
+QUEUE_LENGTH = "reqworker_queue_length"
+PARKED = "reqworker_parked_jobs"
+FLEET_GAUGES = (PAUSED, RATE_LIMIT, QUEUE_LENGTH, PARKED)
+
 
 def parked_key(queue: str) -> str:
     """Sorted set of the queue's messages parked until their ETA (the Redis transport's)."""
@@ -86,16 +93,23 @@ class FleetCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.profiles = sorted(load_profiles(settings.apis_path, with_secrets=False))
+        profiles = load_profiles(settings.apis_path, with_secrets=False)
+        self.profiles = sorted(profiles)
+        self.rates = {name: p.rate_limit.per_second for name, p in profiles.items() if p.rate_limit}
         self.limiter = RateLimiter(redis.Redis.from_url(settings.cache_url, socket_timeout=5),
                                    Keys(settings.key_prefix))
         self.broker = (redis.Redis.from_url(settings.broker_url, socket_timeout=5)
                        if settings.broker_is_redis else None)
 
     def collect(self) -> Iterator[Metric]:
+        limits = GaugeMetricFamily(RATE_LIMIT, "The profile's rate_limit (shared by the fleet), "
+                                   "in requests per second", labels=["api"])
+        for name, per_second in self.rates.items():
+            limits.add_metric([name], per_second)
+        yield limits
         try:
-            paused = GaugeMetricFamily("reqworker_paused_seconds",
-                                       "Seconds left of the profile's fleet-wide pause", labels=["api"])
+            paused = GaugeMetricFamily(PAUSED, "Seconds left of the profile's fleet-wide pause",
+                                       labels=["api"])
             for name in self.profiles:
                 paused.add_metric([name], self.limiter.pause_left(name))
             yield paused
@@ -105,9 +119,8 @@ class FleetCollector(Collector):
                 pipe.llen(queue)
                 pipe.zcard(parked_key(queue))
                 length, parked = pipe.execute()
-                yield _gauge("reqworker_queue_length", "Jobs ready on the broker queue", queue, length)
-                yield _gauge("reqworker_parked_jobs", "Jobs parked on the broker until their "
-                             "countdown ends", queue, parked)
+                yield _gauge(QUEUE_LENGTH, "Jobs ready on the broker queue", queue, length)
+                yield _gauge(PARKED, "Jobs parked on the broker until their countdown ends", queue, parked)
         except redis.RedisError as exc:
             log.warning("metrics: cannot read Redis: %s", type(exc).__name__)
 
