@@ -8,6 +8,7 @@ of requests cover exactly the same traffic.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from producer.localredis import LocalRedis, free_port
 from producer.loopback_api import LoopbackAPI, Reply
 from tests.stack import TOKEN, Stack, make_stack
-from tests.support import WorkerProcess, eventually
+from tests.support import WorkerProcess, eventually, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +67,17 @@ def served(request: pytest.FixtureRequest, redis_server: LocalRedis,
     port = free_port()
     with LoopbackAPI() as api, make_stack(redis_server.url, api, tmp_path_factory.mktemp(pool),
                                           REQWORKER_METRICS_PORT=str(port),
-                                          REQWORKER_LOG_FORMAT="json") as stack:
+                                          REQWORKER_LOG_FORMAT="json", REQWORKER_QUEUE=_queue()) as stack:
         worker = stack.worker(f"metrics-{pool}", concurrency=2, pool=pool)
         try:
             yield MetricsWorker(stack, worker, port)
         finally:
             worker.stop()
+
+
+def _queue() -> str:
+    """A queue of this stack's own: another module-scoped worker must not take its jobs."""
+    return f"metrics-{uuid.uuid4().hex[:8]}"
 
 
 def _path() -> str:
@@ -155,3 +161,40 @@ def test_json_logs_parse_line_by_line_and_hold_no_token_or_body(served: MetricsW
     text = Path(served.worker.log_path).read_text()
     assert TOKEN not in text
     assert BODY_MARKER not in text
+
+
+def test_two_workers_on_one_host_each_count_their_own_share(
+        redis_server: LocalRedis, tmp_path: Path) -> None:
+    ports = free_port(), free_port()
+    with LoopbackAPI() as api, make_stack(redis_server.url, api, tmp_path, REQWORKER_QUEUE=_queue()) as stack:
+        workers = [MetricsWorker(stack, WorkerProcess(dict(stack.env, REQWORKER_METRICS_PORT=str(port)),
+                                                      tmp_path / f"w{port}.log", concurrency=2,
+                                                      pool=pool, hostname=f"w{port}@host").wait_ready(),
+                                 port)
+                   for port, pool in zip(ports, ("threads", "prefork"), strict=True)]
+        try:
+            _run_batch(stack, [{"api": "fast", "path": f"/echo/two/{i}"} for i in range(40)])
+
+            def all_counted() -> list[Metrics] | None:
+                scrapes = [w.scrape() for w in workers]
+                done = sum(s.total("reqworker_jobs_total") for s in scrapes)
+                return scrapes if done >= 40 else None
+
+            scrapes = eventually(all_counted, within_s=60, what="both workers' counts")
+            counted = [s.total("reqworker_requests_total", status="200") for s in scrapes]
+            assert sum(counted) == api.answers()["200"] == 40
+        finally:
+            for w in workers:
+                w.worker.stop()
+
+
+def test_a_second_worker_on_a_taken_metrics_port_refuses_to_start(
+        redis_server: LocalRedis, loopback_api: LoopbackAPI, tmp_path: Path) -> None:
+    with make_stack(redis_server.url, loopback_api, tmp_path) as stack, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(stack.env, "worker", "--metrics-port", str(port), timeout_s=60)
+    assert done.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
