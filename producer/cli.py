@@ -316,9 +316,10 @@ def results(batch_id: str, output: TextIO, failed_only: bool) -> None:
     batch = client.batch(batch_id)
     facts = batch.facts
     total = int(facts.get("total", 0))
-    # A bar when the results go to a file and a person watches the terminal.
-    bar = ResultsBar(int(facts.get("failed", 0)) if failed_only else total + int(facts.get("duplicates", 0)),
-                     sys.stderr) if output is not sys.stdout and sys.stderr.isatty() else None
+    # A bar when the results go to a file (-o) and a person watches the terminal.
+    to_file = getattr(output, "name", "<stdout>") != "<stdout>" and not output.isatty()
+    expected = int(facts.get("failed", 0)) if failed_only else total + int(facts.get("duplicates", 0))
+    bar = ResultsBar(expected, sys.stderr) if to_file and sys.stderr.isatty() else None
     written = failed = 0
     for record in batch.results(failed_only=failed_only):
         output.write(json.dumps(record) + "\n")

@@ -90,25 +90,33 @@ def _read_pty(master: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+def _stderr_on_a_terminal(stack: Stack, *args: str) -> tuple[int, str]:
+    """Run a command with its stderr on a pseudo-terminal; its exit code and what it showed there."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*REQWORKER, *args], env=stack.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    try:
+        shown = _read_pty(master)
+        return proc.wait(timeout=120), shown
+    finally:
+        os.close(master)
+        proc.kill()
+
+
 def test_results_to_a_file_show_a_bar_on_a_terminal(stack: Stack, worker: WorkerProcess,
                                                      tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     batch = stack.client.submit_many([{"api": "seed", "path": f"/echo/{tag}/{i}"} for i in range(30)]).batch
     batch.wait(poll_s=0.05, timeout_s=120)
     out = tmp_path / "results.jsonl"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*REQWORKER, "results", batch.id, "-o", str(out)], env=stack.env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    try:
-        shown = _read_pty(master)
-        assert proc.wait(timeout=120) == 0
-    finally:
-        os.close(master)
-        proc.kill()
+    code, shown = _stderr_on_a_terminal(stack, "results", batch.id, "-o", str(out))
+    assert code == 0
     assert "100% 30/30 results" in shown and "[########################]" in shown
     assert len(out.read_text().splitlines()) == 30
-    # Piped, there is no bar: stderr stays quiet.
+    # Results on stdout, or stderr piped: no bar.
+    code, shown = _stderr_on_a_terminal(stack, "results", batch.id)
+    assert code == 0 and "results" not in shown
     done = run_cli(stack.env, "results", batch.id, "-o", str(out))
     assert done.returncode == 0 and done.stderr == ""
 
