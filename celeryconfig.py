@@ -33,20 +33,39 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
-        # Countdown retries sit unacknowledged in a worker until they are due; Redis
-        # hands them to another worker once this many seconds pass. worker.startup
-        # refuses to start a worker whose profiles could wait longer than this.
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout_s,
-            "unacked_restore_interval": 5,
-        },
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         # Countdowns (backoff, rate-budget waits) fire within 0.1 s of being due, not 1 s.
         "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        **_broker_settings(settings),
+    }
+
+
+def _broker_settings(settings: Settings) -> dict[str, Any]:
+    """Where a message with a countdown waits: in the broker, never inside a worker."""
+    if settings.broker_is_redis:
+        return {
+            # worker.transport parks delayed messages in Redis and renews the lease of
+            # every message a worker holds, so the visibility timeout only decides how
+            # soon a dead worker's jobs run elsewhere.
+            "broker_transport": "worker.transport:Transport",
+            "broker_transport_options": {
+                "visibility_timeout": settings.visibility_timeout_s,
+                "unacked_restore_interval": 5,
+                "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": settings.visibility_timeout_s,
+                "job_queues": (settings.queue,),
+            },
+            "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        }
+    # RabbitMQ: Celery's native delayed delivery parks countdowns in the broker. It needs
+    # quorum queues behind a topic exchange.
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "broker_native_delayed_delivery_queue_type": "quorum",
     }
 
 

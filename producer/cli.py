@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -425,6 +426,35 @@ def demo(job_count: int, no_flower: bool) -> None:
     from producer.demo import run_demo
 
     sys.exit(run_demo(job_count, flower=not no_flower))
+
+
+@main.command("dead-letters")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many of the newest to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, message included.")
+@_friendly
+def dead_letters(limit: int, as_json: bool) -> None:
+    """Messages on the job queue that no worker could run, set aside instead.
+
+    A message that cannot be decoded, or is no reqworker job, never stops a worker:
+    it is kept here (the newest 1,000, for 7 days) with the reason. Only a Redis
+    broker keeps them.
+    """
+    from worker.deadletters import DeadLetters
+
+    settings = Settings.from_env()
+    if not settings.broker_is_redis:
+        click.echo("reqworker: dead letters are kept only on a Redis broker", err=True)
+        sys.exit(EXIT_USAGE)
+    total, entries = DeadLetters(redis.Redis.from_url(settings.broker_url)).read(settings.queue, limit)
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry))
+        return
+    click.echo(f"{total} messages set aside on queue {settings.queue}" + (":" if entries else ""))
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["time"]))
+        click.echo(f"{when}Z  {entry['size']:>8} bytes  {entry['reason']}")
 
 
 main.add_command(auth_command)

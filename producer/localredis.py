@@ -37,19 +37,24 @@ def free_port() -> int:
 
 
 class LocalRedis:
-    """A redis-server of our own: keeps nothing on disk, stops with its owner."""
+    """A redis-server of our own, stopped with its owner.
 
-    def __init__(self, port: int | None = None) -> None:
+    It keeps nothing on disk unless ``persist``: then it keeps an append-only file, as
+    deploy/redis.conf does, and ``restart`` brings the data back.
+    """
+
+    def __init__(self, port: int | None = None, *, persist: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persist = persist
         self._dir = tempfile.TemporaryDirectory(prefix="reqworker-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 20.0) -> LocalRedis:
         args = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", self._dir.name,
-            "--daemonize", "no", "--loglevel", "warning",
+            "--save", "", "--appendonly", "yes" if self.persist else "no",
+            "--dir", self._dir.name, "--daemonize", "no", "--loglevel", "warning",
         ]
         self._proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
@@ -70,7 +75,7 @@ class LocalRedis:
                 raise RuntimeError(f"redis-server did not answer on port {self.port}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def _end(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -79,6 +84,14 @@ class LocalRedis:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def restart(self) -> LocalRedis:
+        """Stop the server as a restart would (SIGTERM) and start it again on the same port."""
+        self._end()
+        return self.start()
+
+    def stop(self) -> None:
+        self._end()
         self._dir.cleanup()
 
     def __enter__(self) -> LocalRedis:

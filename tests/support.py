@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,9 +42,11 @@ class WorkerProcess:
     def __init__(self, env: Mapping[str, str], log_path: Path, *, concurrency: int = 4,
                  pool: str = "threads", hostname: str | None = None) -> None:
         self.log_path = log_path
-        args = [*REQWORKER, "worker", "--concurrency", str(concurrency), "--pool", pool]
-        if hostname:
-            args += ["--hostname", hostname]
+        # A node name of its own: two workers named alike clash on RabbitMQ (exclusive
+        # control queues) and confuse Flower.
+        hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
+        args = [*REQWORKER, "worker", "--concurrency", str(concurrency), "--pool", pool,
+                "--hostname", hostname]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from worker import metrics
 from worker.admission import Wait
 from worker.executor import Done, Failed, Progress, Retry
 from worker.keys import Keys
-from worker.metricserver import MetricsConfig, parked_key
+from worker.metricserver import MetricsConfig
 from worker.ratelimit import Admission
 from worker.settings import SettingsError
 
@@ -77,4 +77,3 @@ def test_metrics_settings_come_from_the_environment() -> None:
     assert config == MetricsConfig(9101, "0.0.0.0")
     with pytest.raises(SettingsError, match="REQWORKER_METRICS_PORT"):
         MetricsConfig.from_env({"REQWORKER_METRICS_PORT": "http"})
-    assert parked_key("reqworker") == "reqworker:delayed"

@@ -138,6 +138,22 @@ def test_metrics_count_what_the_api_saw(served: MetricsWorker) -> None:
         assert not any("/" in value for value in labels.values()), labels
 
 
+def test_a_paused_profile_and_a_parked_job_show_in_the_gauges(served: MetricsWorker) -> None:
+    stack = served.stack
+    path = _path()
+    stack.api.script(path, Reply(503, headers={"Retry-After": "60"}), Reply(json={}))
+    report = stack.client.submit_many([{"api": "seed", "path": path}])
+
+    def parked() -> Metrics | None:
+        now = served.scrape()
+        return now if now.total("reqworker_parked_jobs") == 1 else None
+
+    now = eventually(parked, within_s=60, what="the job parked for its Retry-After")
+    assert 0 < now.total("reqworker_paused_seconds", api="seed") <= 60
+    assert now.total("reqworker_paused_seconds", api="fast") == 0
+    assert report.batch.status().retrying == 1
+
+
 def test_json_logs_parse_line_by_line_and_hold_no_token_or_body(served: MetricsWorker) -> None:
     stack = served.stack
     path = _path()

@@ -34,12 +34,17 @@ class Progress:
     retries: int = 0
     #: Token renewals this job asked for after a 401.
     reauths: int = 0
+    #: Times the job waited (rate budget, concurrency slot, pause): no attempt spent.
+    waits: int = 0
+    #: When the job's reserved slot of the rate budget is due (epoch ms); 0 for none.
+    slot_at_ms: int = 0
 
     @classmethod
     def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
         if not raw:
             return cls()
-        return cls(**{k: int(raw.get(k, 0)) for k in ("attempts", "retries", "reauths")})
+        names = ("attempts", "retries", "reauths", "waits", "slot_at_ms")
+        return cls(**{k: int(raw.get(k, 0)) for k in names})
 
     def to_message(self) -> dict[str, int]:
         return asdict(self)
@@ -114,18 +119,21 @@ class Executor:
                 progress = replace(progress, attempts=progress.attempts + 1)
                 record = _record(ctx, job, progress, cached)
                 return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
-        ticket = self.gate.enter(profile)
+        slot_at = progress.slot_at_ms / 1000 if progress.slot_at_ms else None
+        ticket = self.gate.enter(profile, slot_at=slot_at, waits=progress.waits)
         if isinstance(ticket, Wait):
             metrics.waited(profile.name, ticket.kind)
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
-            return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
+            slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
+            waited = replace(progress, waits=progress.waits + 1, slot_at_ms=slot_at_ms)
+            return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
         try:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
         metrics.attempted(job, attempt)
-        progress = replace(progress, attempts=progress.attempts + 1)
+        progress = replace(progress, attempts=progress.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
         return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
@@ -196,7 +204,7 @@ class Executor:
             return Failed(_record(ctx, job, progress, attempt, error=error))
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(progress, retries=n), reason)
+        return Retry(wait, replace(progress, retries=n, slot_at_ms=0), reason)
 
 
 def _error_type(attempt: Attempt | None) -> str:

@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from worker.keys import Keys
+from worker.parking import parked_key
 from worker.profiles import load_profiles
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings, SettingsError
@@ -41,11 +42,6 @@ RATE_LIMIT = "reqworker_rate_limit_per_second"
 QUEUE_LENGTH = "reqworker_queue_length"
 PARKED = "reqworker_parked_jobs"
 FLEET_GAUGES = (PAUSED, RATE_LIMIT, QUEUE_LENGTH, PARKED)
-
-
-def parked_key(queue: str) -> str:
-    """Sorted set of the queue's messages parked until their ETA (the Redis transport's)."""
-    return f"{queue}:delayed"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -58,6 +59,19 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
                        kwargsrepr=job.shown_arguments(batch_id))
 
 
+def _broker_countdown(countdown_s: float) -> float:
+    """The countdown to ask Celery for, after sleeping off a sub-second one on RabbitMQ.
+
+    Celery's native delayed delivery (RabbitMQ) counts whole seconds and refuses a
+    countdown under one; a wait that short is slept here instead. On Redis every
+    countdown waits in Redis (``worker.transport``).
+    """
+    if 0 < countdown_s < 1 and not runtime().settings.broker_is_redis:
+        time.sleep(countdown_s)
+        return 0.0
+    return countdown_s
+
+
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
           throws=(JobFailed,))
 def request(
@@ -87,7 +101,7 @@ def request(
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
         raise self.retry(
-            countdown=outcome.countdown_s,
+            countdown=_broker_countdown(outcome.countdown_s),
             kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
             exc=RetryLater(outcome.reason),
             # Celery would show the whole job again; Flower gets the summary, as at enqueue.
