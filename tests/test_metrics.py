@@ -43,13 +43,16 @@ def test_a_short_wait_for_a_reserved_slot_is_counted_as_a_rate_wait() -> None:
 
 def test_outcomes_count_jobs_and_backoff_retries_but_not_waits() -> None:
     api = "outcomes"
-    metrics.ended(api, Done({}))
-    metrics.ended(api, Failed({}))
-    metrics.ended(api, Retry(1.0, Progress(), "HTTP 500", backoff=True))
-    metrics.ended(api, Retry(1.0, Progress(), "waiting for the budget", backoff=False))
+    job = {"api": api, "path": "/x"}
+    metrics.ended(job, Done({}))
+    metrics.ended(job, Failed({}))
+    metrics.ended(job, Retry(1.0, Progress(), "HTTP 500", backoff=True))
+    metrics.ended(job, Retry(1.0, Progress(), "waiting for the budget", backoff=False))
+    metrics.ended("not a job", Failed({}))
     assert value("reqworker_jobs_total", api=api, outcome="succeeded") == 1
     assert value("reqworker_jobs_total", api=api, outcome="failed") == 1
     assert value("reqworker_retries_total", api=api) == 1
+    assert value("reqworker_jobs_total", api="unknown", outcome="failed") >= 1
 
 
 def test_a_message_with_a_strange_api_is_counted_under_unknown() -> None:

@@ -10,6 +10,7 @@ so a prefork pool's children add up (see ``worker.metricserver``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
@@ -59,11 +60,11 @@ def waited(api: str, reason: str) -> None:
     WAITS.labels(api, reason).inc()
 
 
-def ended(api: Any, outcome: Any) -> None:
-    """A run of a job ended with ``outcome`` (``worker.executor`` Done, Retry or Failed)."""
+def ended(message: Any, outcome: Any) -> None:
+    """A run of the job ``message`` ended with ``outcome`` (``worker.executor`` Done, Retry or Failed)."""
     from worker.executor import Done, Failed, Retry
 
-    name = api_label(api)
+    name = api_label(message.get("api") if isinstance(message, Mapping) else None)
     if isinstance(outcome, Done):
         JOBS.labels(name, "succeeded").inc()
     elif isinstance(outcome, Failed):

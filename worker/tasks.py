@@ -90,7 +90,7 @@ def request(
         raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
-    metrics.ended(job.get("api"), outcome)
+    metrics.ended(job, outcome)
     if isinstance(outcome, Done):
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
