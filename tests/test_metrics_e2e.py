@@ -183,7 +183,8 @@ def test_two_workers_on_one_host_each_count_their_own_share(
         redis_server: LocalRedis, tmp_path: Path) -> None:
     ports = free_port(), free_port()
     with LoopbackAPI() as api, make_stack(redis_server.url, api, tmp_path, REQWORKER_QUEUE=_queue()) as stack:
-        workers = [MetricsWorker(stack, WorkerProcess(dict(stack.env, REQWORKER_METRICS_PORT=str(port)),
+        env = dict(stack.env, REQWORKER_LOG_FORMAT="json")
+        workers = [MetricsWorker(stack, WorkerProcess(dict(env, REQWORKER_METRICS_PORT=str(port)),
                                                       tmp_path / f"w{port}.log", concurrency=2,
                                                       pool=pool, hostname=f"w{port}@host").wait_ready(),
                                  port)
@@ -202,6 +203,11 @@ def test_two_workers_on_one_host_each_count_their_own_share(
         finally:
             for w in workers:
                 w.worker.stop()
+    # Every line of both logs, to the warm shutdown, is one JSON object.
+    for w in workers:
+        lines = w.worker.log().splitlines()
+        assert [json.loads(line)["level"] for line in lines]
+        assert any("Warm shutdown" in json.loads(line)["message"] for line in lines)
 
 
 def test_a_second_worker_on_a_taken_metrics_port_refuses_to_start(

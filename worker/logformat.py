@@ -98,6 +98,16 @@ def install(fmt: str) -> None:
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.__stderr__))
     apply(root, fmt)
+    if fmt == "json":
+        # The worker prints a few lines itself ("worker: Warm shutdown (MainProcess)");
+        # in JSON they become log lines like any other.
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = _say  # type: ignore[assignment]
+
+
+def _say(msg: str, f: Any = None) -> None:
+    logging.getLogger("celery.apps.worker").warning("%s", msg)
 
 
 def apply(logger: logging.Logger, fmt: str) -> None:
