@@ -97,6 +97,28 @@ class BatchStore:
             raise BatchNotFound(f"no batch {batch_id!r} (unknown, or expired with its results)")
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def recent(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """(id, facts) of the newest batches still kept, newest first; forgets expired ones."""
+        found: list[tuple[str, dict[str, str]]] = []
+        expired: list[bytes] = []
+        start = 0
+        while len(found) < limit:
+            ids = self.client.zrevrange(self.keys.batches(), start, start + limit - 1)
+            if not ids:
+                break
+            start += len(ids)
+            pipe = self.client.pipeline(transaction=False)
+            for raw_id in ids:
+                pipe.hgetall(self.keys.batch(raw_id.decode()))
+            for raw_id, raw in zip(ids, pipe.execute(), strict=True):
+                if not raw:
+                    expired.append(raw_id)  # its record expired with its results
+                elif len(found) < limit:
+                    found.append((raw_id.decode(), {k.decode(): v.decode() for k, v in raw.items()}))
+        if expired:
+            self.client.zrem(self.keys.batches(), *expired)
+        return found
+
     def entries(self, batch_id: str) -> Iterator[list[dict[str, Any]]]:
         """The batch's jobs, a chunk at a time, in the order they were added."""
         start = 0

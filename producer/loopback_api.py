@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +61,7 @@ class LoopbackAPI:
         self._lock = threading.Lock()
         self._scripts: dict[tuple[str | None, str], list[Reply]] = {}
         self._hits: list[Hit] = []
+        self._answers: Counter[str] = Counter()
         self.fallback = fallback
         self._server = _Server(("127.0.0.1", 0), _RequestHandler)
         self._server.api = self
@@ -79,6 +81,15 @@ class LoopbackAPI:
     def hits(self, path: str | None = None) -> list[Hit]:
         with self._lock:
             return [h for h in self._hits if path is None or h.path == path]
+
+    def answers(self) -> Counter[str]:
+        """How many answers the API gave, by status code ("reset" for a reset connection)."""
+        with self._lock:
+            return Counter(self._answers)
+
+    def count_answer(self, reply: Reply) -> None:
+        with self._lock:
+            self._answers["reset" if reply.reset else str(reply.status)] += 1
 
     def reply_for(self, hit: Hit) -> Reply:
         with self._lock:
@@ -137,6 +148,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         hit = Hit(self.command, parts.path, parts.query, dict(self.headers.items()), body,
                   time.time())
         reply = self.server.api.reply_for(hit)
+        self.server.api.count_answer(reply)
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.reset:

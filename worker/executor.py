@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from worker import metrics
 from worker.admission import Gate, Wait
 from worker.auth import Authoriser, Credentials
 from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown, parse_retry_after
@@ -140,11 +141,13 @@ class Executor:
             # A cache hit costs the API nothing, so it must not spend the shared budget.
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
             if cached.from_cache and cached.response is not None:
+                metrics.attempted(job, cached)
                 progress = replace(progress, attempts=progress.attempts + 1)
                 return _done(ctx, job, profile, progress, cached)
         slot_at = progress.slot_at_ms / 1000 if progress.slot_at_ms else None
         ticket = self.gate.enter(profile, slot_at=slot_at, waits=progress.waits)
         if isinstance(ticket, Wait):
+            metrics.waited(profile.name, ticket.kind)
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
             slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
@@ -154,6 +157,7 @@ class Executor:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
+        metrics.attempted(job, attempt)
         progress = replace(progress, attempts=progress.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)

@@ -14,6 +14,7 @@ from celery.exceptions import Ignore
 from celery.exceptions import Retry as CeleryRetry
 from celery.states import READY_STATES
 
+from worker import metrics
 from worker.app import app
 from worker.errors import JobFailed, RetryLater, WaitLater
 from worker.executor import Done, JobContext, Progress, Retry
@@ -100,6 +101,7 @@ def request(
         raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
+    metrics.ended(job, outcome)
     if isinstance(outcome, Done):
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
