@@ -37,7 +37,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         **_broker_settings(settings),
     }

@@ -60,6 +60,8 @@ class _Keeper(threading.Thread):
             sleep_s = IDLE_S
             try:
                 _, next_s = parking.move_due(self.channel.parked_lists())
+                while next_s == 0.0 and not self.stopped.is_set():  # a backlog came due
+                    _, next_s = parking.move_due(self.channel.parked_lists())
                 if next_s is not None:
                     sleep_s = min(max(next_s, MIN_SLEEP_S), IDLE_S)
                 if time.monotonic() >= leases_due:
