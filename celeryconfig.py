@@ -37,7 +37,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         **_broker_settings(settings),
     }
@@ -57,6 +56,9 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
                 "unacked_restore_throttle": 1,
                 "unacked_mutex_expire": settings.visibility_timeout_s,
                 "job_queues": (settings.queue,),
+                # reqworker sends no message priorities: one list per queue, not four, for
+                # the consumers to watch and the parked-message mover to look at.
+                "priority_steps": [0],
             },
             "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         }

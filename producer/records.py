@@ -17,20 +17,15 @@ STATE_NAMES = {
 }
 
 
-#: The exception a job waiting for pacing (not a failure) is retried with.
-WAITING_EXCEPTION = "WaitLater"
-
-
 def state_of(meta: dict[str, Any] | None) -> str:
-    """pending, waiting, retrying, succeeded or failed, from what the backend stored."""
+    """pending, retrying, succeeded or failed, from what the backend stored.
+
+    A wait for pacing stores nothing (``worker.resultstore``): only the batch's
+    counters know a job is waiting.
+    """
     if meta is None:
         return "pending"
-    state = STATE_NAMES.get(str(meta.get("status")), "pending")
-    result = meta.get("result")
-    if state == "retrying" and isinstance(result, dict) \
-            and result.get("exc_type") == WAITING_EXCEPTION:
-        return "waiting"
-    return state
+    return STATE_NAMES.get(str(meta.get("status")), "pending")
 
 
 def decode_meta(raw: bytes | str | None) -> dict[str, Any] | None:

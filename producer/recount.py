@@ -44,10 +44,18 @@ def settle(store: BatchStore, batch_id: str) -> int:
 
 
 def recount(store: BatchStore, batch_id: str) -> None:
-    """Rebuild the batch's counters from its stored results."""
+    """Rebuild the batch's counters from its stored results.
+
+    Finished and retrying jobs are counted from their stored state; a job counted as
+    waiting (a wait stores none) stays waiting unless its result says it finished.
+    """
     store.facts(batch_id)  # BatchNotFound before anything is written
+    # A wait stores no state: a job the counters hold as waiting stays so unless finished.
+    waiting = {raw.decode() for raw in store.client.smembers(store.keys.batch_waiting(batch_id))}
     members: dict[str, list[str]] = {SUCCEEDED: [], FAILED: [], RETRYING: [], WAITING: []}
     for job_id, state in _states(store, batch_id, only_uncounted=False):
+        if state not in FINISHED and job_id in waiting:
+            state = WAITING
         if state in members:
             members[state].append(job_id)
     keys = store.keys

@@ -56,10 +56,10 @@ def test_counting_for_an_expired_batch_writes_nothing(client: redis.Redis, keys:
     assert not client.exists(keys.batch("gone"))
 
 
-def test_a_paced_retry_is_waiting_and_a_backoff_is_retrying() -> None:
-    assert state_of({"status": "RETRY", "result": {"exc_type": "WaitLater"}}) == "waiting"
+def test_stored_states_map_to_batch_states() -> None:
     assert state_of({"status": "RETRY", "result": {"exc_type": "RetryLater"}}) == "retrying"
     assert state_of({"status": "SUCCESS", "result": {}}) == "succeeded"
+    assert state_of({"status": "REVOKED"}) == "failed"
     assert state_of(None) == "pending"
 
 

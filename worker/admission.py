@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from worker import metrics
 from worker.profiles import Profile
 from worker.ratelimit import RateLimiter
 
@@ -31,7 +32,7 @@ SLOT_WAIT_S = 0.5
 SLOT_WAIT_MAX_S = 8.0
 #: A job waiting in Redis for its reserved slot comes back this long before the slot,
 #: and sleeps the rest in the worker, so that its request leaves on time.
-EARLY_S = 0.3
+EARLY_S = 0.4
 #: A job back later than this after its reserved slot gives it up and asks for a new
 #: one: sent late, it would add to the requests of a later second.
 LATE_S = 0.05
@@ -56,6 +57,8 @@ class Wait:
     reason: str
     fail: bool = False
     slot_at: float | None = None
+    #: What it waits for: "rate" (the budget), "concurrency" (a slot) or "pause".
+    kind: str = "rate"
 
 
 def lease_s(profile: Profile) -> float:
@@ -95,7 +98,8 @@ class Gate:
             if slot is None:
                 wait_s = min(SLOT_WAIT_S * 2 ** min(waits, 8), SLOT_WAIT_MAX_S)
                 return Wait(wait_s * (1 + self._jitter()),
-                            f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken")
+                            f"all {profile.concurrency} concurrency slots of {profile.name!r} are taken",
+                            kind="concurrency")
         now = self._clock()
         if slot_at is not None and slot_at - now >= -LATE_S:
             # The slot was reserved on an earlier run: only a pause can hold the job back.
@@ -117,6 +121,8 @@ class Gate:
             if asked and wait_s <= 0:
                 return Pass(slot)  # the admission itself found no pause
             if wait_s > 0:
+                if asked:  # a short wait for a slot just reserved (not the end of an earlier wait)
+                    metrics.waited(profile.name, "rate")
                 self._sleep(wait_s)
             # A pause (one that began while this job slept for its slot too) holds it back.
             wait_s, paused = self.limiter.pause_left(profile.name), True
@@ -125,21 +131,27 @@ class Gate:
         self.leave(profile, Pass(slot))
         if paused and wait_s > profile.backoff.retry_after_max_s:
             return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
-                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True)
+                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True,
+                        kind="pause")
         if not paused and wait_s > RESERVE_HORIZON_S:
             # Ask again once the slot is within reach, to reserve it then.
             wait_s -= RESERVE_HORIZON_S / 2
         countdown = wait_s * (1 + 0.1 * self._jitter())
         why = "is paused (Retry-After)" if paused else "waits for the shared rate budget"
-        return Wait(countdown, f"profile {profile.name!r} {why}: {wait_s:.1f} s")
+        return Wait(countdown, f"profile {profile.name!r} {why}: {wait_s:.1f} s",
+                    kind="pause" if paused else "rate")
 
     def leave(self, profile: Profile, ticket: Pass) -> None:
         if ticket.slot is not None:
             self.limiter.release_slot(profile.name, ticket.slot)
 
     def after(self, profile: Profile, headers: Mapping[str, str], retry_after_s: float | None) -> None:
-        """Pause the whole profile on a Retry-After; in adaptive mode, on exhausted headers too."""
-        if retry_after_s is not None and retry_after_s > 0:
+        """Pause the whole profile on a Retry-After; in adaptive mode, on exhausted headers too.
+
+        A Retry-After longer than the profile waits (the seed's ``timeout``) fails only the
+        job that got it: it pauses nobody.
+        """
+        if retry_after_s is not None and 0 < retry_after_s <= profile.backoff.retry_after_max_s:
             self.limiter.pause(profile.name, retry_after_s)
         elif profile.adaptive_rate:
             self.limiter.observe(profile, headers)

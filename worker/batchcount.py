@@ -22,6 +22,8 @@ WAITING, RETRYING, SUCCEEDED, FAILED = "waiting", "retrying", "succeeded", "fail
 
 # KEYS: batch hash, done set, retrying set, waiting set. ARGV: job id, state, ttl s.
 # Moves the job into ``state`` out of any other; a finished job never moves again.
+# Nothing is written for a batch whose record has expired; every key touched gets the
+# batch's expiry again.
 _MOVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local id, state = ARGV[1], ARGV[2]
@@ -36,6 +38,7 @@ local target = interim[state] or KEYS[2]
 if redis.call('SADD', target, id) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], state, 1)
 redis.call('EXPIRE', target, ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -72,4 +75,6 @@ class BatchCounters:
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.keys.batch_jobs(batch_id), json.dumps(entry))
         pipe.hincrby(self.keys.batch(batch_id), "total", 1)
+        pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
+        pipe.expire(self.keys.batch(batch_id), self.ttl_s)
         pipe.execute()

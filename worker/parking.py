@@ -21,8 +21,8 @@ import redis
 
 #: Suffix of the sorted set that holds a queue list's parked messages.
 PARKED_SUFFIX = ":delayed"
-#: Most messages one ``move_due`` call moves from one sorted set.
-MOVE_LIMIT = 500
+#: Most messages one ``move_due`` call reads (and moves, when due) from one sorted set.
+MOVE_LIMIT = 100
 #: A message due within this many ms is published at once instead of parked.
 PARK_MIN_MS = 1
 
@@ -39,6 +39,8 @@ return due
 # KEYS: parked sets. ARGV: limit per set.
 # Moves every due member onto the list named in it (LPUSH, as kombu publishes), and
 # returns {messages moved, ms until the next parked message is due or -1 if none}.
+# One ZRANGE by rank reads the earliest members: the due ones are moved, the first one
+# not due says when to look again (0 when all it read were due: look again soon).
 _MOVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,20 +48,25 @@ local limit = tonumber(ARGV[1])
 local moved = 0
 local next_ms = -1
 for _, key in ipairs(KEYS) do
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit)
-  for _, member in ipairs(due) do
+  local first = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
+  local due = {}
+  local wait = -1
+  for i = 1, #first, 2 do
+    local score = tonumber(first[i + 1])
+    if score > now then wait = score - now break end
+    local member = first[i]
     local cut = string.find(member, '\\n', 1, true)
     if cut then
       redis.call('LPUSH', string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
       moved = moved + 1
     end
+    due[#due + 1] = member
   end
-  if #due > 0 then redis.call('ZREM', key, unpack(due)) end
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local wait = math.max(tonumber(first[2]) - now, 0)
-    if next_ms < 0 or wait < next_ms then next_ms = wait end
+  if #due > 0 then
+    redis.call('ZREM', key, unpack(due))
+    if wait < 0 and #first >= 2 * limit then wait = 0 end
   end
+  if wait >= 0 and (next_ms < 0 or wait < next_ms) then next_ms = wait end
 end
 return {moved, next_ms}
 """
@@ -105,7 +112,10 @@ class Parking:
         return int(self._park(keys=[parked_key(queue_list)], args=[delay, queue_list, payload]))
 
     def move_due(self, queue_lists: Sequence[str], limit: int = MOVE_LIMIT) -> tuple[int, float | None]:
-        """Move due messages onto their queues: (how many moved, seconds until the next, or None)."""
+        """Move due messages onto their queues: (how many moved, seconds until the next, or None).
+
+        0.0 seconds means more were due than one call moves: call again at once.
+        """
         if not queue_lists:
             return 0, None
         moved, next_ms = self._move(keys=[parked_key(q) for q in queue_lists], args=[limit])

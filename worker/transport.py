@@ -35,8 +35,9 @@ log = logging.getLogger("reqworker.transport")
 
 #: Longest sleep of the mover between two looks at the parked sets.
 IDLE_S = 1.0
-#: Shortest sleep of the mover, so a burst of due messages never spins it.
-MIN_SLEEP_S = 0.01
+#: Shortest sleep of the mover: due messages are moved in small batches, never one call each;
+#: a reserved rate slot comes back early enough (``admission.EARLY_S``) to absorb it.
+MIN_SLEEP_S = 0.2
 
 # Woken when this process parks a message, so a short countdown is moved on time.
 _parked_soon = threading.Event()
@@ -59,6 +60,8 @@ class _Keeper(threading.Thread):
             sleep_s = IDLE_S
             try:
                 _, next_s = parking.move_due(self.channel.parked_lists())
+                while next_s == 0.0 and not self.stopped.is_set():  # a backlog came due
+                    _, next_s = parking.move_due(self.channel.parked_lists())
                 if next_s is not None:
                     sleep_s = min(max(next_s, MIN_SLEEP_S), IDLE_S)
                 if time.monotonic() >= leases_due:
