@@ -30,9 +30,9 @@ def test_speed_follows_the_recent_pace() -> None:
 
 
 def test_the_line_shows_every_count_and_an_eta_from_the_observed_rate() -> None:
-    counts = Counts(pending=5, retrying=2, succeeded=12, failed=1)
+    counts = Counts(pending=3, waiting=2, retrying=2, succeeded=12, failed=1)
     line = describe(counts, counts.total, 2.0)
-    assert line.startswith("13/20 done, pending 5, retrying 2, succeeded 12, failed 1, ")
+    assert line.startswith("13/20 done, pending 3, waiting 2, retrying 2, succeeded 12, failed 1, ")
     assert "2.0 jobs/s, eta 4s" in line
     assert "- jobs/s, eta -" in describe(counts, counts.total, None)
 
