@@ -7,6 +7,7 @@ the test API holds the other requests in flight until the worker is dead.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -140,12 +141,13 @@ def test_a_job_given_as_a_string_fails_clearly_and_the_worker_goes_on(
         app = stack.client.app
         job_id = str(uuid.uuid4())
         app.send_task(TASK_NAME, kwargs={"job": "GET /tracks/1"}, task_id=job_id)
-        meta = eventually(lambda: (m := app.backend.get_task_meta(job_id))["status"] == "FAILURE"
-                          and m, what="the string job failing")
+        eventually(lambda: app.backend.get_task_meta(job_id)["status"] == "FAILURE",
+                   what="the string job failing")
         after = stack.run({"api": "held", "path": f"/echo/{uuid.uuid4().hex}"})
     finally:
         worker.stop()
-    record = meta["result"].args[0]  # the JobFailed the task raised, carrying the record
+    # The JobFailed the task raised carries the result record, as stored.
+    record = json.loads(stack.client.store.metas([job_id])[0] or b"{}")["result"]["exc_message"][0]
     assert record["ok"] is False and record["error"]["type"] == "JobError"
     assert "a job is a JSON object, not str" in record["error"]["message"]
     assert after["ok"] is True

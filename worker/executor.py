@@ -109,6 +109,8 @@ class Executor:
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
         self._sent.headers = {}
         outcome = self._run(message, progress, ctx)
+        if not isinstance(message, Mapping):  # not even a job: failed, with nothing to scrub
+            return outcome
         profile = self.profiles.get(str(message.get("api")))
         if profile is None or isinstance(outcome, Done):
             return outcome
