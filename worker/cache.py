@@ -75,7 +75,12 @@ class RedactingRedisCache(RedisCache):
             for name in (*self._credential_headers, "Cookie"):
                 if name in step.request.headers:
                     step.request.headers[name] = "REDACTED"
-        self.responses[cache_key] = cached
+        try:
+            self.responses[cache_key] = cached
+        except RecursionError:
+            # A JSON body is kept as JSON (decode_content), and one nested too deep for
+            # that is not worth caching: the job has its answer all the same.
+            return
 
 
 def cache_backend(profile: Profile, connection: redis.Redis, keys: Keys) -> RedactingRedisCache:
