@@ -1,7 +1,9 @@
 """Celery settings for reqworker, read from the environment (see worker.settings).
 
 ``REQWORKER_REDIS_URL`` is the one switch; ``REQWORKER_BROKER_URL``,
-``REQWORKER_RESULT_BACKEND`` and ``REQWORKER_CACHE_URL`` override its parts.
+``REQWORKER_RESULT_BACKEND`` and ``REQWORKER_CACHE_URL`` override its parts; with
+``sentinel://`` URLs, ``REQWORKER_SENTINEL_MASTER`` names the primary. The module
+named in ``REQWORKER_CELERY_CONFIG`` adds the user's own Celery settings on top.
 Celery reads this module's names; ``celery_settings`` gives the same for any
 ``Settings``, so a process can talk to more than one deployment.
 """
@@ -10,13 +12,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.redisconn import is_sentinel_url
+from worker.resultstore import guarded
 from worker.settings import Settings
+from worker.usercelery import user_celery_settings
+
+
+def _broker_transport(settings: Settings) -> str | None:
+    """The kombu transport for the broker (None: the one the URL's scheme names)."""
+    if is_sentinel_url(settings.broker_url):
+        return "sentinel"
+    return None
+
+
+def _sentinel_options(settings: Settings, url: str) -> dict[str, Any]:
+    """Transport options that name the primary, for a Sentinel URL."""
+    return {"master_name": settings.sentinel_master} if is_sentinel_url(url) else {}
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
+    ours = _reqworker_settings(settings)
+    ours.update(user_celery_settings(settings.celery_config))
+    return ours
+
+
+def _reqworker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
+        "broker_transport": _broker_transport(settings),
+        # A late RETRY never replaces a finished job's result (see worker.resultstore).
+        "result_backend": guarded(settings.result_backend),
         # JSON only: a pickle from anyone who can write to the broker would run code here.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -39,8 +64,12 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": 5,
+            **_sentinel_options(settings, settings.broker_url),
         },
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            **_sentinel_options(settings, settings.result_backend),
+        },
         # Countdowns (backoff, rate-budget waits) fire within 0.1 s of being due, not 1 s.
         "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.

@@ -27,6 +27,7 @@ import redis
 from worker.errors import AuthError
 from worker.keys import Keys
 from worker.profiles import Profile, ProfileError, load_profiles
+from worker.redisconn import command_client
 from worker.settings import Settings, SettingsError, redact_url
 from worker.tokens import Token, TokenStore
 
@@ -167,7 +168,7 @@ def auth_command(ctx: click.Context, name: str, no_browser: bool, timeout_s: flo
         if name not in profiles:
             raise ProfileError(f"no profile {name!r} in {settings.apis_path}; "
                                f"known: {', '.join(sorted(profiles))}")
-        client = redis.Redis.from_url(settings.cache_url)
+        client = command_client(settings.cache_url, settings)
         store = TokenStore(client, Keys(settings.key_prefix), name)
         token = authorise_in_browser(profiles[name], store, opener=opener, timeout_s=timeout_s,
                                      say=lambda text: click.echo(text, err=True))

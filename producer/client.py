@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from celery import Celery
 
 from producer.batches import BatchStore
@@ -20,6 +19,7 @@ from producer.records import decode_meta, record_of
 from worker.jobs import Job, JobError, parse_job
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
+from worker.redisconn import command_client
 from worker.settings import Settings
 
 #: Jobs recorded and published per step of a bulk submit.
@@ -153,10 +153,10 @@ class Client:
         self.settings = settings
         self.profiles = profiles
         self.app = app or make_app(settings)
-        self.publisher = make_publisher(self.app, settings.broker_url)
+        self.publisher = make_publisher(self.app, settings)
         backend = self.app.backend
         self.store = BatchStore(
-            redis.Redis.from_url(settings.result_backend),
+            command_client(settings.result_backend, settings),
             Keys(settings.key_prefix),
             settings.result_expires_s,
             backend.get_key_for_task,

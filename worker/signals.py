@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery.signals import worker_init, worker_process_init
 
-from worker.profiles import load_profiles
+from worker.preflight import EXIT_CONFIG, EXIT_SERVICE, ServiceError, startup_checks
+from worker.profiles import ProfileError
 from worker.runtime import reset, runtime
-from worker.settings import Settings
-from worker.startup import check_visibility
+from worker.settings import Settings, SettingsError
+from worker.startup import StartupError
 
 log = logging.getLogger("reqworker.worker")
 
 
 @worker_init.connect
 def _check_before_start(**_: Any) -> None:
-    settings = Settings.from_env()
-    check_visibility(settings, load_profiles(settings.apis_path))
+    # `celery -A worker.app worker` comes here without `reqworker worker`'s own checks:
+    # the same refusal, as one line and the same exit status.
+    try:
+        startup_checks(Settings.from_env())
+    except (StartupError, ProfileError, SettingsError) as exc:
+        print(f"reqworker: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIG)
+    except ServiceError as exc:
+        print(f"reqworker: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SERVICE)
 
 
 @worker_process_init.connect

@@ -1,0 +1,142 @@
+"""Redis clients from reqworker's URLs: a plain Redis, or the primary a Sentinel names.
+
+``redis://``, ``rediss://`` and ``unix://`` URLs are redis-py's. A Sentinel URL is
+kombu's form, ``sentinel://[:PASSWORD@]HOST:PORT[/DB][;sentinel://HOST:PORT…]``: the
+Sentinels to ask, with the primary's password and database in the first one, and the
+primary's name in ``REQWORKER_SENTINEL_MASTER``. Celery's broker and result backend
+read the same URL (kombu's ``sentinel`` transport, Celery's ``sentinel`` backend),
+so every part of reqworker follows the same primary through a failover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+SENTINEL_SCHEME = "sentinel://"
+#: Sentinel's own port, when a Sentinel URL names none.
+DEFAULT_SENTINEL_PORT = 26379
+
+#: How long a worker's Redis commands keep retrying a lost connection: long enough to
+#: ride out a Sentinel failover (a few seconds), short enough to report a Redis that is gone.
+FAILOVER_RETRIES = 10
+FAILOVER_BACKOFF = ExponentialBackoff(cap=2.0, base=0.1)
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME)
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` reaches a Redis (directly or through Sentinel)."""
+    return url.startswith(REDIS_SCHEMES) or is_sentinel_url(url)
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """What a Sentinel URL says: the Sentinels, and how to talk to the primary they name."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None
+    password: str | None
+    #: Query parameters of the first URL (socket_timeout=…), passed on to the connections.
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        sentinels: list[tuple[str, int]] = []
+        first = None
+        for chunk in url.split(";"):
+            chunk = chunk.strip()
+            if not chunk:
+                continue
+            if not is_sentinel_url(chunk):
+                raise ValueError(f"{chunk!r} is not a sentinel:// address")
+            parts = urlsplit(chunk)
+            if not parts.hostname:
+                raise ValueError(f"{chunk!r} names no host")
+            sentinels.append((parts.hostname, parts.port or DEFAULT_SENTINEL_PORT))
+            first = first or parts
+        if first is None:
+            raise ValueError("a sentinel:// URL names no Sentinel")
+        path = first.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError(f"database {path!r} in {url!r} is not a number")
+        return cls(
+            sentinels=tuple(sentinels),
+            db=int(path or 0),
+            username=unquote(first.username) if first.username else None,
+            password=unquote(first.password) if first.password else None,
+            options=dict(parse_qsl(first.query)),
+        )
+
+
+def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A redis-py client for ``url``: the URL's Redis, or the primary its Sentinels name.
+
+    ``kwargs`` go to every connection to Redis (timeouts, ``health_check_interval``).
+    """
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **kwargs)
+    if not settings.sentinel_master:
+        # Settings.from_env refuses this too; a Settings made by hand may not.
+        raise ValueError("a sentinel:// URL needs REQWORKER_SENTINEL_MASTER")
+    parsed = SentinelURL.parse(url)
+    # The Sentinels themselves get the socket_* options only (redis-py's default).
+    sentinel = Sentinel(list(parsed.sentinels), **kwargs)
+    return sentinel.master_for(
+        settings.sentinel_master, db=parsed.db, username=parsed.username,
+        password=parsed.password, **_typed_options(parsed.options),
+    )
+
+
+def _typed_options(options: dict[str, str]) -> dict[str, Any]:
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        out[name] = parser(value) if parser else value
+    return out
+
+
+def worker_client(url: str, settings: Settings) -> redis.Redis:
+    """A long-lived client of a worker: checks idle connections, rides out a failover."""
+    return connect(url, settings, health_check_interval=30, socket_connect_timeout=5,
+                   socket_timeout=30,
+                   retry=Retry(FAILOVER_BACKOFF, FAILOVER_RETRIES),
+                   retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+
+
+def command_client(url: str, settings: Settings) -> redis.Redis:
+    """A client of a command-line call: a Redis that is down is reported within seconds."""
+    return connect(url, settings, socket_connect_timeout=5, socket_timeout=10,
+                   retry=Retry(FAILOVER_BACKOFF, 5))
+
+
+def describe_redis_error(exc: BaseException) -> str:
+    """What a Redis error means to an operator, in a few words (never a password)."""
+    text = str(exc).strip().rstrip(".")
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return "authentication failed (wrong or missing password in the URL)"
+    if text.startswith("OOM") or type(exc).__name__ == "OutOfMemoryError":
+        return ("out of memory: Redis refuses writes (maxmemory reached with noeviction); "
+                "free memory or raise maxmemory")
+    if isinstance(exc, redis.TimeoutError):
+        return f"timed out ({text or 'no answer'})"
+    if isinstance(exc, redis.ConnectionError):
+        return f"cannot connect ({text or type(exc).__name__})"
+    if "READONLY" in text:
+        return "it is a read-only replica, not the primary"
+    return f"{type(exc).__name__}: {text}"
