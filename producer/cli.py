@@ -45,7 +45,7 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         except redis.RedisError as exc:
             click.echo(f"reqworker: {_where(exc)}", err=True)
             sys.exit(EXIT_FAILED)
-        except (KombuOperationalError, OSError) as exc:
+        except KombuOperationalError as exc:
             # a broker that is not Redis (RabbitMQ) is down or refuses the login
             url = redact_url(Settings.from_env().broker_url)
             click.echo(f"reqworker: broker at {url}: {type(exc).__name__}: {exc}", err=True)

@@ -7,6 +7,8 @@ refuse the same things with the same one-line message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import redis
 
 from worker.profiles import load_profiles
@@ -22,12 +24,13 @@ class ServiceError(RuntimeError):
     """A Redis reqworker needs cannot be reached or refuses writes; the message says which."""
 
 
-def check_redis(settings: Settings) -> None:
-    """Reach every Redis of the deployment and make one expiring write to each."""
+def check_redis(settings: Settings, roles: Iterable[str] | None = None) -> None:
+    """Reach every Redis of the deployment (or those of ``roles``) and make one expiring
+    write to each."""
     probe = f"{settings.key_prefix}:probe"
     seen: set[str] = set()
     for role, url in settings.redis_urls().items():
-        if url in seen:
+        if url in seen or (roles is not None and role not in roles):
             continue
         seen.add(url)
         client = command_client(url, settings)
