@@ -7,11 +7,12 @@ refuse the same things with the same one-line message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import redis
 
-from worker.profiles import load_profiles
+from worker.auth import renewal_lease_s
+from worker.profiles import Profile, load_profiles
 from worker.redisconn import command_client, describe_redis_error
 from worker.settings import Settings, redact_url
 from worker.startup import check_visibility
@@ -53,3 +54,20 @@ def startup_checks(settings: Settings) -> None:
     could outlast (``StartupError``), or a Redis it cannot use (``ServiceError``)."""
     check_visibility(settings, load_profiles(settings.apis_path))
     check_redis(settings)
+
+
+#: Beyond its longest job run, seconds a stopping worker needs to hand back the rest.
+SHUTDOWN_MARGIN_S = 15.0
+
+
+def longest_run_s(profile: Profile) -> float:
+    """Seconds one run of a job of this profile may last once started: a token renewal it
+    may wait for (an OAuth profile), then one HTTP attempt."""
+    renewal_s = renewal_lease_s(profile) if profile.auth.kind == "oauth2" else 0.0
+    return renewal_s + profile.timeout_s
+
+
+def shutdown_grace_s(profiles: Mapping[str, Profile]) -> float:
+    """The least grace period (terminationGracePeriodSeconds, TimeoutStopSec,
+    stop_grace_period) that lets a warm shutdown finish every job it is running."""
+    return max((longest_run_s(p) for p in profiles.values()), default=0.0) + SHUTDOWN_MARGIN_S

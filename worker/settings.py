@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from worker.redisconn import SentinelURL, is_redis_url, is_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_ALIVE_FILE = "/tmp/reqworker-alive"
 
 #: Seconds an unacknowledged message may stay with a worker before Redis hands it
 #: to another. Recovery after a worker dies outright takes this long, so it is kept
@@ -57,6 +58,8 @@ class Settings:
     sentinel_master: str | None = None
     #: A module of the user's own Celery settings, applied over celeryconfig's.
     celery_config: str | None = None
+    #: The file a worker touches while it lives, for liveness probes (see worker.alive).
+    alive_file: str = DEFAULT_ALIVE_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,8 +79,9 @@ class Settings:
             queue=env.get("REQWORKER_QUEUE") or "reqworker",
             sentinel_master=env.get("REQWORKER_SENTINEL_MASTER") or None,
             celery_config=env.get("REQWORKER_CELERY_CONFIG") or None,
+            alive_file=env.get("REQWORKER_ALIVE_FILE") or DEFAULT_ALIVE_FILE,
         )
-        settings.check_sentinel()
+        settings.check_urls()
         return settings
 
     def redis_urls(self) -> dict[str, str]:
@@ -87,9 +91,14 @@ class Settings:
             urls["broker"] = self.broker_url
         return urls
 
-    def check_sentinel(self) -> None:
-        """Refuse a sentinel:// URL without the primary's name, or one that cannot be read."""
+    def check_urls(self) -> None:
+        """Refuse a rediss:// URL that does not say how to check the server's certificate
+        (Celery's result backend would raise), and a sentinel:// URL without the primary's
+        name or that cannot be read."""
         for url in {self.broker_url, self.result_backend, self.cache_url}:
+            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+                raise SettingsError(f"{redact_url(url)}: a rediss:// URL needs ssl_cert_reqs "
+                                    "(add ?ssl_cert_reqs=required&ssl_ca_certs=/path/to/ca.pem)")
             if not is_sentinel_url(url):
                 continue
             if not self.sentinel_master:
