@@ -76,6 +76,8 @@ def _reqworker_settings(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Workers import the task; producers never do (they publish it by name).
+        "imports": ("worker.tasks",),
     }
 
 

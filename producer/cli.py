@@ -66,10 +66,12 @@ def main() -> None:
     """Run HTTP API requests as background jobs on Celery workers.
 
     Configuration comes from the environment: REQWORKER_REDIS_URL (default
-    redis://127.0.0.1:6379/0), REQWORKER_BROKER_URL, REQWORKER_RESULT_BACKEND,
-    REQWORKER_CACHE_URL, and REQWORKER_APIS (default ./apis.toml) for the API profiles.
+    redis://127.0.0.1:6379/0; sentinel://… with REQWORKER_SENTINEL_MASTER),
+    REQWORKER_BROKER_URL, REQWORKER_RESULT_BACKEND, REQWORKER_CACHE_URL, and
+    REQWORKER_APIS (default ./apis.toml) for the API profiles.
 
-    Exit codes: 0 success; 1 some jobs failed or a command failed; 2 bad usage or input.
+    Exit codes: 0 success; 1 some jobs failed or a command failed (Redis down, full,
+    or refusing the password); 2 bad usage or input.
     """
 
 

@@ -1,4 +1,8 @@
-"""The Celery app of the workers, configured from ``celeryconfig``."""
+"""The Celery app of the workers, configured from ``celeryconfig``.
+
+``celery -A worker.app worker`` starts a worker exactly as ``reqworker worker`` does:
+the same settings, and the same start-up checks (``worker.signals``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,5 @@ from celery import Celery
 
 app = Celery("reqworker")
 app.config_from_object("celeryconfig")
-app.conf.imports = ("worker.tasks",)
 
 import worker.signals  # noqa: E402,F401  (connects the start-up checks before the worker starts)
