@@ -133,13 +133,13 @@ def describe_redis_error(exc: BaseException) -> str:
     text = str(exc).strip().rstrip(".")
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         return "authentication failed (wrong or missing password in the URL)"
-    if text.startswith("OOM") or type(exc).__name__ == "OutOfMemoryError":
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
         return ("out of memory: Redis refuses writes (maxmemory reached with noeviction); "
                 "free memory or raise maxmemory")
     if isinstance(exc, redis.TimeoutError):
         return f"timed out ({text or 'no answer'})"
     if isinstance(exc, redis.ConnectionError):
         return f"cannot connect ({text or type(exc).__name__})"
-    if "READONLY" in text:
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith("READONLY"):
         return "it is a read-only replica, not the primary"
     return f"{type(exc).__name__}: {text}"
