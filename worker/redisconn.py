@@ -133,7 +133,8 @@ def describe_redis_error(exc: BaseException) -> str:
     text = str(exc).strip().rstrip(".")
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         return "authentication failed (wrong or missing password in the URL)"
-    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+    out_of_memory = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]  # (old stubs)
+    if isinstance(exc, out_of_memory) or text.startswith("OOM"):
         return ("out of memory: Redis refuses writes (maxmemory reached with noeviction); "
                 "free memory or raise maxmemory")
     if isinstance(exc, redis.TimeoutError):
