@@ -122,8 +122,8 @@ def worker_client(url: str, settings: Settings) -> redis.Redis:
 def command_client(url: str, settings: Settings) -> redis.Redis:
     """A client of a command-line call: a Redis that is down is reported within seconds."""
     # Through Sentinel a lost connection is retried for a few seconds (a failover); a
-    # plain Redis that refuses or stays silent is reported at once.
-    retries = 5 if is_sentinel_url(url) else 0
+    # plain Redis that refuses is reported at once, one that stays silent after a timeout.
+    retries = 6 if is_sentinel_url(url) else 0
     return connect(url, settings, socket_connect_timeout=5, socket_timeout=5,
                    retry=Retry(FAILOVER_BACKOFF, retries, supported_errors=(redis.ConnectionError,)))
 
