@@ -21,7 +21,7 @@ from worker.usercelery import user_celery_settings
 def _broker_transport(settings: Settings) -> str | None:
     """The kombu transport for the broker (None: the one the URL's scheme names)."""
     if is_sentinel_url(settings.broker_url):
-        return "sentinel"
+        return "worker.sentinel_transport:Transport"
     return None
 
 
@@ -66,6 +66,10 @@ def _reqworker_settings(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": 5,
             **_sentinel_options(settings, settings.broker_url),
         },
+        # A Redis blip, or a Sentinel failover, while a result is stored or read: try again
+        # (with backoff, for a minute or so) rather than lose the result of a job that ran.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
         "result_backend_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             **_sentinel_options(settings, settings.result_backend),

@@ -57,7 +57,7 @@ def test_the_client_asks_the_sentinels_for_the_named_primary() -> None:
 
 def test_broker_and_result_backend_go_through_sentinel_with_the_guard() -> None:
     conf = celery_settings(sentinel_settings())
-    assert conf["broker_transport"] == "sentinel"
+    assert conf["broker_transport"] == "worker.sentinel_transport:Transport"
     assert conf["broker_transport_options"]["master_name"] == "primary"
     assert conf["result_backend_transport_options"]["master_name"] == "primary"
     app = Celery("s", set_as_current=False)

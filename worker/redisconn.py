@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -27,9 +27,11 @@ SENTINEL_SCHEME = "sentinel://"
 #: Sentinel's own port, when a Sentinel URL names none.
 DEFAULT_SENTINEL_PORT = 26379
 
-#: How long a worker's Redis commands keep retrying a lost connection: long enough to
-#: ride out a Sentinel failover (a few seconds), short enough to report a Redis that is gone.
-FAILOVER_RETRIES = 10
+#: How long a worker's Redis commands keep retrying a lost connection (about a minute:
+#: 0.2 s, 0.4 s, … then every 2 s): long enough to ride out a Sentinel failover with
+#: Sentinel's default 30 s down-after-milliseconds, short enough to fail a job whose
+#: Redis is gone for good.
+FAILOVER_RETRIES = 35
 FAILOVER_BACKOFF = ExponentialBackoff(cap=2.0, base=0.1)
 
 
@@ -82,6 +84,22 @@ class SentinelURL:
         )
 
 
+class PrimaryConnection(SentinelManagedConnection):  # (types-redis 4.6 predates these names)
+    """A connection to the primary that asks the Sentinels where it is on every reconnect.
+
+    redis-py's reconnects inside a command's retries go back to the address the
+    connection last had, which after a failover is the dead primary: each retry would
+    fail the same way, and the command with it.
+    """
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        if self._sock is None and self.connection_pool.is_master:  # type: ignore[attr-defined]
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health,  # type: ignore[misc]
+                                     retry_socket_connect=retry_socket_connect)
+
+
 def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
     """A redis-py client for ``url``: the URL's Redis, or the primary its Sentinels name.
 
@@ -97,7 +115,8 @@ def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
     sentinel = Sentinel(list(parsed.sentinels), **kwargs)
     return sentinel.master_for(
         settings.sentinel_master, db=parsed.db, username=parsed.username,
-        password=parsed.password, **_typed_options(parsed.options),
+        password=parsed.password, connection_class=PrimaryConnection,
+        **_typed_options(parsed.options),
     )
 
 
