@@ -4,7 +4,7 @@
 kombu's form, ``sentinel://[:PASSWORD@]HOST:PORT[/DB][;sentinel://HOST:PORT…]``: the
 Sentinels to ask, with the primary's password and database in the first one, and the
 primary's name in ``REQWORKER_SENTINEL_MASTER``. Celery's broker and result backend
-read the same URL (kombu's ``sentinel`` transport, Celery's ``sentinel`` backend),
+read the same URL (kombu's Sentinel transport, Celery's Sentinel backend),
 so every part of reqworker follows the same primary through a failover.
 """
 
