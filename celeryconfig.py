@@ -18,11 +18,11 @@ from worker.settings import Settings
 from worker.usercelery import user_celery_settings
 
 
-def _broker_transport(settings: Settings) -> str | None:
-    """The kombu transport for the broker (None: the one the URL's scheme names)."""
+def _broker_transport(settings: Settings) -> str:
+    """reqworker's kombu transport for a Redis broker, directly or through Sentinel."""
     if is_sentinel_url(settings.broker_url):
-        return "worker.sentinel_transport:Transport"
-    return None
+        return "worker.transport:SentinelTransport"
+    return "worker.transport:Transport"
 
 
 def _sentinel_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -39,7 +39,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 def _reqworker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
-        "broker_transport": _broker_transport(settings),
         # A late RETRY never replaces a finished job's result (see worker.resultstore).
         "result_backend": guarded(settings.result_backend),
         # JSON only: a pickle from anyone who can write to the broker would run code here.
@@ -58,14 +57,6 @@ def _reqworker_settings(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
-        # Countdown retries sit unacknowledged in a worker until they are due; Redis
-        # hands them to another worker once this many seconds pass. worker.startup
-        # refuses to start a worker whose profiles could wait longer than this.
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout_s,
-            "unacked_restore_interval": 5,
-            **_sentinel_options(settings, settings.broker_url),
-        },
         # A Redis blip, or a Sentinel failover, while a result is stored or read: try again
         # (with backoff, for a minute or so) rather than lose the result of a job that ran.
         "result_backend_always_retry": True,
@@ -78,10 +69,39 @@ def _reqworker_settings(settings: Settings) -> dict[str, Any]:
         "worker_timer_precision": 0.1,
         # Events, so Flower shows every job.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         # Workers import the task; producers never do (they publish it by name).
         "imports": ("worker.tasks",),
+        **_broker_settings(settings),
+    }
+
+
+def _broker_settings(settings: Settings) -> dict[str, Any]:
+    """Where a message with a countdown waits: in the broker, never inside a worker."""
+    if settings.broker_is_redis:
+        return {
+            # worker.transport parks delayed messages in Redis and renews the lease of
+            # every message a worker holds, so the visibility timeout only decides how
+            # soon a dead worker's jobs run elsewhere.
+            "broker_transport": _broker_transport(settings),
+            "broker_transport_options": {
+                "visibility_timeout": settings.visibility_timeout_s,
+                "unacked_restore_interval": 5,
+                "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": settings.visibility_timeout_s,
+                "job_queues": (settings.queue,),
+                # reqworker sends no message priorities: one list per queue, not four, for
+                # the consumers to watch and the parked-message mover to look at.
+                "priority_steps": [0],
+                **_sentinel_options(settings, settings.broker_url),
+            },
+        }
+    # RabbitMQ: Celery's native delayed delivery parks countdowns in the broker. It needs
+    # quorum queues behind a topic exchange.
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "broker_native_delayed_delivery_queue_type": "quorum",
     }
 
 

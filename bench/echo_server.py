@@ -10,6 +10,10 @@ With ``--limit 50`` it is a rate-limited API as well: at most 50 requests are an
 logs the arrival time (``time.time()``, taken when the request head has been read) and
 the status of every request, which ``GET /_stats`` returns as JSON and ``GET /_reset``
 clears. Paths under ``/_`` are neither limited nor logged.
+
+With ``--storm 30`` it plays a Retry-After storm instead: for 30 s from the first
+request it answers 429 with ``Retry-After`` set to the whole seconds left of the
+storm, then 200; ``/_stats`` and ``/_reset`` work as above.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import collections
 import functools
 import json
+import math
 import socket
 import sys
 import time
@@ -48,8 +53,38 @@ class SlidingWindow:
         self.ok.append(now)
         return True
 
+    def retry_after(self, now: float) -> int:
+        return 1
+
     def stats(self) -> dict[str, Any]:
         return {"limit": self.limit, "window_s": self.window_s, "ok": self.ok, "refused": self.refused}
+
+
+class Storm(SlidingWindow):
+    """429 with a Retry-After of the seconds left, for ``storm_s`` from the first request."""
+
+    def __init__(self, storm_s: float) -> None:
+        self.storm_s = storm_s
+        super().__init__(0, 0.0)
+
+    def reset(self) -> None:
+        super().reset()
+        self.ends: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self.ends is None:
+            self.ends = now + self.storm_s
+        if now < self.ends:
+            self.refused.append(now)
+            return False
+        self.ok.append(now)
+        return True
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil((self.ends or now) - now))
+
+    def stats(self) -> dict[str, Any]:
+        return {"storm_s": self.storm_s, "ends": self.ends, "ok": self.ok, "refused": self.refused}
 
 
 def _response(status: str, body: dict[str, Any], extra: bytes = b"") -> bytes:
@@ -64,10 +99,12 @@ def _answer(method: str, target: str, limiter: SlidingWindow | None) -> bytes:
             if target == "/_reset":
                 limiter.reset()
             return _response("200 OK", limiter.stats())
-        if not limiter.allow(time.time()):
+        now = time.time()
+        if not limiter.allow(now):
             message = f"rate limit: {limiter.limit} requests per {limiter.window_s:g} s"
+            wait = str(limiter.retry_after(now)).encode()
             return _response("429 Too Many Requests", {"error": {"message": message}},
-                             b"Retry-After: 1\r\n")
+                             b"Retry-After: " + wait + b"\r\n")
     return _response("200 OK", {"ok": True, "method": method, "path": target})
 
 
@@ -109,8 +146,14 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="requests answered per window")
     parser.add_argument("--window", type=float, default=1.0, help="seconds of the sliding window")
+    parser.add_argument("--storm", type=float, default=None, help="seconds of a Retry-After storm")
     args = parser.parse_args()
+    limiter: SlidingWindow | None = None
+    if args.storm:
+        limiter = Storm(args.storm)
+    elif args.limit:
+        limiter = SlidingWindow(args.limit, args.window)
     try:
-        asyncio.run(_main(SlidingWindow(args.limit, args.window) if args.limit else None))
+        asyncio.run(_main(limiter))
     except KeyboardInterrupt:
         sys.exit(0)

@@ -78,11 +78,11 @@ def status_kb(field: str) -> int:
 
 def bulk(client: Any, path: Path) -> float:
     """reqworker's path, as ``reqworker enqueue`` runs it; returns the seconds it took."""
-    from producer.jsonl import read_jobs
+    from producer.jsonl import read_jobs, read_lines
 
     t0 = time.perf_counter()
-    with open(path, encoding="utf-8") as lines:
-        report = client.submit_numbered(read_jobs(lines), name="enqueue bench")
+    with open(path, "rb") as stream:
+        report = client.submit_numbered(read_jobs(read_lines(stream)), name="enqueue bench")
     elapsed = time.perf_counter() - t0
     if report.rejected:
         raise RuntimeError(f"{len(report.rejected)} lines refused, first: {report.rejected[0]}")

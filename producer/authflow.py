@@ -51,6 +51,9 @@ class _Callback:
 
 class _CallbackHandler(BaseHTTPRequestHandler):
     server: _CallbackServer
+    #: Seconds a connection may stay silent: one that never sends a request would otherwise
+    #: hold the one-at-a-time server, so the browser's answer and the shutdown never get in.
+    timeout = 10.0
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -19,6 +19,10 @@ class BatchNotFound(LookupError):
     """No batch with that id (never made, or expired with its results)."""
 
 
+#: The most batches the index (``<prefix>:batches``) lists; the oldest are dropped first.
+MAX_INDEXED = 100_000
+
+
 class BatchStore:
     """Batch records: a hash of facts and counts, a list of jobs, a list of refused lines."""
 
@@ -43,7 +47,13 @@ class BatchStore:
         }
         pipe.hset(self.keys.batch(batch_id), mapping=facts)
         pipe.expire(self.keys.batch(batch_id), self.ttl_s)
-        pipe.zadd(self.keys.batches(), {batch_id: now})
+        # The index of batches forgets those whose records have expired, holds at most
+        # MAX_INDEXED, and expires itself when no batch has been made for as long.
+        index = self.keys.batches()
+        pipe.zadd(index, {batch_id: now})
+        pipe.zremrangebyscore(index, "-inf", now - self.ttl_s)
+        pipe.zremrangebyrank(index, 0, -(MAX_INDEXED + 1))
+        pipe.expire(index, self.ttl_s)
         pipe.execute()
 
     def claim(self, batch_id: str, fingerprints: list[tuple[str, str]]) -> list[str | None]:
@@ -86,6 +96,28 @@ class BatchStore:
         if not raw:
             raise BatchNotFound(f"no batch {batch_id!r} (unknown, or expired with its results)")
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def recent(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """(id, facts) of the newest batches still kept, newest first; forgets expired ones."""
+        found: list[tuple[str, dict[str, str]]] = []
+        expired: list[bytes] = []
+        start = 0
+        while len(found) < limit:
+            ids = self.client.zrevrange(self.keys.batches(), start, start + limit - 1)
+            if not ids:
+                break
+            start += len(ids)
+            pipe = self.client.pipeline(transaction=False)
+            for raw_id in ids:
+                pipe.hgetall(self.keys.batch(raw_id.decode()))
+            for raw_id, raw in zip(ids, pipe.execute(), strict=True):
+                if not raw:
+                    expired.append(raw_id)  # its record expired with its results
+                elif len(found) < limit:
+                    found.append((raw_id.decode(), {k.decode(): v.decode() for k, v in raw.items()}))
+        if expired:
+            self.client.zrem(self.keys.batches(), *expired)
+        return found
 
     def entries(self, batch_id: str) -> Iterator[list[dict[str, Any]]]:
         """The batch's jobs, a chunk at a time, in the order they were added."""

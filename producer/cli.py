@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 import redis
@@ -17,8 +18,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from producer.authflow import auth_command
 from producer.batches import BatchNotFound
 from producer.client import Batch, Client, Counts, SubmitReport
-from producer.jsonl import read_jobs
-from producer.progress import ProgressView, draw_bar
+from producer.jsonl import read_jobs, read_lines
+from producer.progress import ProgressView, ResultsBar, bar_text
 from worker.jobs import JobError
 from worker.preflight import ServiceError, check_redis, redis_failure, startup_checks
 from worker.profiles import ProfileError, load_profiles
@@ -82,14 +83,22 @@ def main() -> None:
               show_default=True, help="threads suits I/O-bound requests; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="REQWORKER_LOG_FORMAT", help="json: one JSON object per line.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              envvar="REQWORKER_METRICS_PORT",
+              help="Serve Prometheus metrics on this port (each worker on a host needs its own).")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True,
+              envvar="REQWORKER_METRICS_ADDRESS", help="Address the metrics are served on.")
 @click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
 @_friendly
-def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str,
-           celery_options: tuple[str, ...]) -> None:
+def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str, log_format: str,
+           metrics_port: int | None, metrics_address: str, celery_options: tuple[str, ...]) -> None:
     """Start a Celery worker that runs request jobs.
 
     Options after `--` go to `celery worker` as they are, e.g.
     `reqworker worker -- --without-gossip --autoscale=16,2`.
+    With --metrics-port it serves Prometheus metrics at /metrics.
 
     It refuses to start (exit 2) when a profile's longest retry countdown could
     outlast the broker's visibility timeout (REQWORKER_VISIBILITY_TIMEOUT), since such
@@ -98,14 +107,34 @@ def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str,
     """
     settings = Settings.from_env()
     startup_checks(settings)
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", settings.queue,
+    env = {**os.environ, "REQWORKER_LOG_FORMAT": log_format}
+    env.update(_metrics_env(metrics_port, metrics_address))
+    argv = [sys.executable, "-m", "celery", *(["--quiet"] if log_format == "json" else []),
+            "-A", "worker.app", "worker", "-Q", settings.queue,
             "--concurrency", str(concurrency), "--pool", pool, "--loglevel", loglevel, "-E"]
     if hostname:
         argv += ["--hostname", hostname]
     argv += celery_options
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, env)
+
+
+def _metrics_env(port: int | None, address: str) -> dict[str, str]:
+    """The worker's metrics settings, with a multiprocess directory of its own; {} without a port."""
+    from worker.metricserver import (
+        ADDRESS_ENV,
+        MULTIPROC_ENV,
+        PORT_ENV,
+        MetricsConfig,
+        check_port_free,
+        prepare_directory,
+    )
+
+    if port is None:
+        return {}
+    check_port_free(MetricsConfig(port, address))
+    return {PORT_ENV: str(port), ADDRESS_ENV: address, MULTIPROC_ENV: str(prepare_directory(port))}
 
 
 @contextmanager
@@ -125,11 +154,11 @@ def _follow(batch: Batch, total: int) -> Counts:
 
 
 @main.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--name", default=None, help="A name for the batch, shown by status.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
 @_friendly
-def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
+def enqueue(file: BinaryIO, name: str | None, wait_: bool) -> None:
     """Enqueue the jobs in FILE (JSON Lines; - for stdin) as one batch; print its id.
 
     Lines that break the job contract are refused with their line number and the
@@ -145,7 +174,7 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
                        err=True, nl=False)
 
     try:
-        report: SubmitReport = client.submit_numbered(read_jobs(lines), name=name,
+        report: SubmitReport = client.submit_numbered(read_jobs(read_lines(lines)), name=name,
                                                       on_progress=shown)
     finally:
         if bar:
@@ -165,9 +194,9 @@ def enqueue(file: TextIO, name: str | None, wait_: bool) -> None:
 
 
 class _CountingLines:
-    """The lines of an input, counting how much of it has been read, for a progress bar."""
+    """An input read line by line, counting how much of it has been read, for a progress bar."""
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, file: BinaryIO) -> None:
         self.file = file
         self.read = 0
         try:
@@ -175,16 +204,13 @@ class _CountingLines:
         except (OSError, ValueError):
             self.size = None  # a pipe: no end known in advance
 
-    def __iter__(self) -> Iterator[str]:
-        for line in self.file:
-            self.read += len(line)
-            yield line
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.file.readline(limit)
+        self.read += len(line)
+        return line
 
     def bar(self) -> str:
-        if not self.size:
-            return ""
-        done = min(self.read / self.size, 1.0)
-        return f"{draw_bar(done)} {done:4.0%} "
+        return bar_text(self.read / self.size) if self.size else ""
 
 
 def _print_counts(counts: Counts, stream: TextIO) -> None:
@@ -228,6 +254,30 @@ def watch(batch_id: str) -> None:
     counts = _follow(batch, batch.status().total)
     _print_counts(counts, sys.stdout)
     sys.exit(EXIT_FAILED if counts.failed else EXIT_OK)
+
+
+@main.command()
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many of the most recent batches.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
+@_friendly
+def batches(limit: int, as_json: bool) -> None:
+    """The most recent batches, newest first: id, name, created, state and counts."""
+    found = Client.from_env().recent_batches(limit)
+    if as_json:
+        for summary in found:
+            click.echo(json.dumps(summary.as_dict()))
+        return
+    if not found:
+        click.echo("no batches", err=True)
+        return
+    names = list(found[0].counts.as_dict())
+    click.echo(f"{'batch':<32}  {'created (UTC)':<19}  {'state':<9}  "
+               + "  ".join(f"{n:>9}" for n in names) + "  name")
+    for summary in found:
+        counts = summary.counts.as_dict()
+        click.echo(f"{summary.batch_id:<32}  {summary.created_text():<19}  {summary.state:<9}  "
+                   + "  ".join(f"{counts[n]:>9}" for n in names) + f"  {summary.name}")
 
 
 @main.command("retry-failed")
@@ -286,13 +336,22 @@ def results(batch_id: str, output: TextIO, failed_only: bool) -> None:
     """
     client = Client.from_env()
     batch = client.batch(batch_id)
+    facts = batch.facts
+    total = int(facts.get("total", 0))
+    # A bar when the results go to a file (-o) and a person watches the terminal.
+    to_file = getattr(output, "name", "<stdout>") != "<stdout>" and not output.isatty()
+    expected = int(facts.get("failed", 0)) if failed_only else total + int(facts.get("duplicates", 0))
+    bar = ResultsBar(expected, sys.stderr) if to_file and sys.stderr.isatty() else None
     written = failed = 0
     for record in batch.results(failed_only=failed_only):
         output.write(json.dumps(record) + "\n")
         written += 1
         failed += not record.get("ok")
+        if bar is not None:
+            bar.update(written)
     output.flush()
-    total = int(batch.facts.get("total", 0))
+    if bar is not None:
+        bar.update(written, last=True)
     if not failed_only and written < total:
         click.echo(f"{total - written} of {total} jobs have not finished yet", err=True)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
@@ -389,6 +448,35 @@ def demo(job_count: int, no_flower: bool) -> None:
     from producer.demo import run_demo
 
     sys.exit(run_demo(job_count, flower=not no_flower))
+
+
+@main.command("dead-letters")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many of the newest to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, message included.")
+@_friendly
+def dead_letters(limit: int, as_json: bool) -> None:
+    """Messages on the job queue that no worker could run, set aside instead.
+
+    A message that cannot be decoded, or is no reqworker job, never stops a worker:
+    it is kept here (the newest 1,000, for 7 days) with the reason. Only a Redis
+    broker keeps them.
+    """
+    from worker.deadletters import DeadLetters
+
+    settings = Settings.from_env()
+    if not settings.broker_is_redis:
+        click.echo("reqworker: dead letters are kept only on a Redis broker", err=True)
+        sys.exit(EXIT_USAGE)
+    total, entries = DeadLetters(redis.Redis.from_url(settings.broker_url)).read(settings.queue, limit)
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry))
+        return
+    click.echo(f"{total} messages set aside on queue {settings.queue}" + (":" if entries else ""))
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["time"]))
+        click.echo(f"{when}Z  {entry['size']:>8} bytes  {entry['reason']}")
 
 
 main.add_command(auth_command)

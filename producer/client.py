@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -77,6 +78,39 @@ class Counts:
         succeeded, failed, retrying = num("succeeded"), num("failed"), num("retrying")
         pending = max(num("total") - succeeded - failed - retrying, 0)
         return cls(pending, retrying, succeeded, failed, num("duplicates"))
+
+
+def batch_state(facts: Mapping[str, str], counts: Counts) -> str:
+    """``enqueuing`` while jobs are still being added, then ``running``, then ``finished``."""
+    if facts.get("enqueued") != "1":
+        return "enqueuing"
+    return "finished" if counts.finished else "running"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """One line of ``reqworker batches``: a batch's id, name, creation time, state and counts."""
+
+    batch_id: str
+    name: str
+    created_s: float
+    state: str
+    counts: Counts
+    refused: int
+
+    @classmethod
+    def from_facts(cls, batch_id: str, facts: Mapping[str, str]) -> BatchSummary:
+        counts = Counts.from_facts(facts)
+        return cls(batch_id, facts.get("name", ""), float(facts.get("created") or 0),
+                   batch_state(facts, counts), counts, int(facts.get("rejected") or 0))
+
+    def created_text(self) -> str:
+        return datetime.fromtimestamp(self.created_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "name": self.name or None,
+                "created": datetime.fromtimestamp(self.created_s, UTC).isoformat(timespec="seconds"),
+                "state": self.state, **self.counts.as_dict(), "refused": self.refused}
 
 
 class Batch:
@@ -172,6 +206,10 @@ class Client:
         self.store.facts(batch_id)
         return Batch(self.store, batch_id)
 
+    def recent_batches(self, limit: int) -> list[BatchSummary]:
+        """The ``limit`` most recent batches still kept, newest first."""
+        return [BatchSummary.from_facts(batch_id, facts) for batch_id, facts in self.store.recent(limit)]
+
     def submit(self, job: Mapping[str, Any], *, name: str | None = None) -> tuple[Batch, str]:
         """Enqueue one job as a batch of its own; returns the batch and the job id."""
         parsed = parse_job(job, self.profiles)
@@ -211,17 +249,20 @@ class Client:
             chunk.clear()
             refused.clear()
 
-        for line, raw in items:
-            try:
-                if isinstance(raw, JobError):
-                    raise raw
-                chunk.append((line, parse_job(raw, self.profiles)))
-            except JobError as exc:
-                refused.append(Rejected(line, exc.field, exc.message))
-            if len(chunk) + len(refused) >= PUBLISH_CHUNK:
-                flush()
-        flush()
-        self.store.finish(report.batch.id)
+        try:
+            for line, raw in items:
+                try:
+                    if isinstance(raw, JobError):
+                        raise raw
+                    chunk.append((line, parse_job(raw, self.profiles)))
+                except JobError as exc:
+                    refused.append(Rejected(line, exc.field, exc.message))
+                if len(chunk) + len(refused) >= PUBLISH_CHUNK:
+                    flush()
+            flush()
+        finally:
+            # Whatever stopped the input, the batch is marked enqueued, so watch and status end.
+            self.store.finish(report.batch.id)
         return report
 
     def retry_failed(self, batch_id: str, *, name: str | None = None) -> SubmitReport:

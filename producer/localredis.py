@@ -38,16 +38,19 @@ def free_port() -> int:
 
 
 class LocalRedis:
-    """A redis-server of our own: keeps nothing on disk, stops with its owner.
+    """A redis-server of our own, stopped with its owner.
 
-    ``args`` are more redis-server options (``--replicaof``, ``--requirepass``…);
-    ``sentinel`` lines make it a Sentinel (``redis-server CONF --sentinel``) instead.
+    It keeps nothing on disk unless ``persist``: then it keeps an append-only file, as
+    deploy/redis.conf does, and ``restart`` brings the data back. ``args`` are more
+    redis-server options (``--replicaof``, ``--requirepass``…); ``sentinel`` lines make
+    it a Sentinel (``redis-server CONF --sentinel``) instead.
     """
 
-    def __init__(self, port: int | None = None, *, args: Sequence[str] = (),
-                 sentinel: Sequence[str] | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persist: bool = False,
+                 args: Sequence[str] = (), sentinel: Sequence[str] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persist = persist
         self._dir = tempfile.TemporaryDirectory(prefix="reqworker-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
         self._args = list(args)
@@ -60,7 +63,8 @@ class LocalRedis:
             conf = Path(self._dir.name) / "sentinel.conf"  # Sentinel rewrites it as it learns
             conf.write_text("".join(f"{line}\n" for line in self._sentinel))
             return [find_redis_server(), str(conf), "--sentinel", *common, *self._args]
-        return [find_redis_server(), *common, "--save", "", "--appendonly", "no", *self._args]
+        return [find_redis_server(), *common, "--save", "",
+                "--appendonly", "yes" if self.persist else "no", *self._args]
 
     def start(self, timeout_s: float = 20.0) -> LocalRedis:
         args = self._command()
@@ -91,7 +95,7 @@ class LocalRedis:
             self._proc.kill()
             self._proc.wait()
 
-    def stop(self) -> None:
+    def _end(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -100,6 +104,14 @@ class LocalRedis:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def restart(self) -> LocalRedis:
+        """Stop the server as a restart would (SIGTERM) and start it again on the same port."""
+        self._end()
+        return self.start()
+
+    def stop(self) -> None:
+        self._end()
         self._dir.cleanup()
 
     def __enter__(self) -> LocalRedis:

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,10 @@ class Reply:
     delay_s: float = 0.0
     #: Close the connection with a reset instead of answering.
     reset: bool = False
+    #: The body as bytes, sent as given (for compressed or malformed answers).
+    raw: bytes | None = None
+    #: Send the body one byte at a time, this many seconds apart.
+    drip_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class LoopbackAPI:
         self._lock = threading.Lock()
         self._scripts: dict[tuple[str | None, str], list[Reply]] = {}
         self._hits: list[Hit] = []
+        self._answers: Counter[str] = Counter()
         self.fallback = fallback
         self._server = _Server(("127.0.0.1", 0), _RequestHandler)
         self._server.api = self
@@ -75,6 +81,15 @@ class LoopbackAPI:
     def hits(self, path: str | None = None) -> list[Hit]:
         with self._lock:
             return [h for h in self._hits if path is None or h.path == path]
+
+    def answers(self) -> Counter[str]:
+        """How many answers the API gave, by status code ("reset" for a reset connection)."""
+        with self._lock:
+            return Counter(self._answers)
+
+    def count_answer(self, reply: Reply) -> None:
+        with self._lock:
+            self._answers["reset" if reply.reset else str(reply.status)] += 1
 
     def reply_for(self, hit: Hit) -> Reply:
         with self._lock:
@@ -133,25 +148,39 @@ class _RequestHandler(BaseHTTPRequestHandler):
         hit = Hit(self.command, parts.path, parts.query, dict(self.headers.items()), body,
                   time.time())
         reply = self.server.api.reply_for(hit)
+        self.server.api.count_answer(reply)
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.reset:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             return
-        if reply.json is not None:
+        if reply.raw is not None:
+            payload, ctype = reply.raw, "application/json"
+        elif reply.json is not None:
             payload = json.dumps(reply.json).encode()
             ctype = "application/json"
         else:
             payload = (reply.text or "").encode()
             ctype = "text/plain; charset=utf-8"
         self.send_response(reply.status)
-        self.send_header("Content-Type", ctype)
+        if "content-type" not in {name.lower() for name in reply.headers}:
+            self.send_header("Content-Type", ctype)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(payload)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not reply.drip_s:
             self.wfile.write(payload)
+            return
+        try:
+            for i in range(len(payload)):
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+                time.sleep(reply.drip_s)
+        except OSError:  # the client gave up on us, as it should
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle

@@ -37,6 +37,7 @@ backoff = {{ start = 0.05, factor = 2, count = 2 }}
 [apis.bearer]
 base_url = "{url}/secure"
 timeout = 5
+follow_redirects = "any"
 backoff = {{ start = 0.05, factor = 2, count = 2 }}
 
 [apis.bearer.auth]
@@ -68,15 +69,24 @@ def countdowns(log: str, job_id: str) -> list[float]:
 
 
 @contextmanager
-def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, **env_extra: str) -> Iterator[Stack]:
+def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, extra_profiles: str = "",
+               **env_extra: str) -> Iterator[Stack]:
+    """``extra_profiles`` is more TOML, where ``{url}`` is the loopback API's address."""
     apis = tmp / "apis.toml"
-    apis.write_text(PROFILES.format(url=api.url))
+    apis.write_text(PROFILES.format(url=api.url) + extra_profiles.replace("{url}", api.url))
     # A key prefix of its own: pauses and budgets of one stack never reach another.
     env_extra.setdefault("REQWORKER_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
     env = base_env(redis_url, str(apis), TEST_API_TOKEN=TOKEN, **env_extra)
     settings = Settings.from_env(env)
     client = Client(settings, load_profiles(apis, env, with_secrets=False))
     yield Stack(api, env, client, tmp)
+
+
+def one_worker(stack: Stack, concurrency: int = 4) -> Iterator[WorkerProcess]:
+    """The body of a module's ``worker`` fixture: one worker for the module's tests."""
+    proc = stack.worker("worker", concurrency=concurrency)
+    yield proc
+    proc.stop()
 
 
 def finished(batch: Batch) -> bool:

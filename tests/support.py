@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,10 +44,11 @@ class WorkerProcess:
                  command: list[str] | None = None) -> None:
         """``command`` replaces ``reqworker worker …`` (``celery -A worker.app worker``)."""
         self.log_path = log_path
-        args = [*REQWORKER, "worker", "--concurrency", str(concurrency), "--pool", pool]
-        if hostname:
-            args += ["--hostname", hostname]
-        args = command or args
+        # A node name of its own: two workers named alike clash on RabbitMQ (exclusive
+        # control queues) and confuse Flower.
+        hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
+        args = command or [*REQWORKER, "worker", "--concurrency", str(concurrency),
+                           "--pool", pool, "--hostname", hostname]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from worker.admission import SHORT_WAIT_S, Gate, Pass, Wait
+from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Gate, Pass, Wait
 from worker.durations import parse_rate
 from worker.profiles import Backoff, Profile
 from worker.ratelimit import Admission
@@ -41,15 +41,19 @@ PROFILE = Profile(name="api", base_url="http://x", rate_limit=parse_rate("10/s")
                   backoff=Backoff(0.5, 1.5, 10))
 
 
+NOW = 1_000_000.0
+
+
 def gate(limiter: FakeLimiter, slept: list[float]) -> Gate:
-    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0)  # type: ignore[arg-type]
+    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0,  # type: ignore[arg-type]
+                clock=lambda: NOW)
 
 
 def test_a_free_slot_goes_at_once() -> None:
     slept: list[float] = []
     limiter = FakeLimiter([Admission(0.0, False, True)])
     assert gate(limiter, slept).enter(PROFILE) == Pass(None)
-    assert slept == [] and limiter.reserve_asked == [SHORT_WAIT_S]
+    assert slept == [] and limiter.reserve_asked == [RESERVE_HORIZON_S]
 
 
 def test_a_reserved_slot_is_slept_for_then_goes_without_asking_again() -> None:
@@ -67,17 +71,42 @@ def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:
     assert ticket.seconds == 4.0 and "paused" in ticket.reason
 
 
-def test_a_slot_beyond_the_horizon_goes_back_to_the_queue_without_sleeping() -> None:
+def test_a_slot_reserved_further_ahead_waits_in_redis_and_comes_back_just_before_it() -> None:
     slept: list[float] = []
-    ticket = gate(FakeLimiter([Admission(2.5, False, False)]), slept).enter(PROFILE)
-    assert ticket == Wait(2.5, "profile 'api' waiting for the shared rate budget")
+    ticket = gate(FakeLimiter([Admission(2.5, False, True)]), slept).enter(PROFILE)
+    assert isinstance(ticket, Wait) and not ticket.fail
+    assert ticket.slot_at == NOW + 2.5 and ticket.seconds == pytest.approx(2.5 - EARLY_S)
     assert slept == []
 
 
-def test_a_countdown_never_exceeds_the_profiles_longest() -> None:
+def test_a_job_back_for_its_reserved_slot_sleeps_until_it_without_asking_again() -> None:
+    slept: list[float] = []
+    limiter = FakeLimiter([])
+    assert gate(limiter, slept).enter(PROFILE, slot_at=NOW + 0.3) == Pass(None)
+    assert limiter.reserve_asked == [] and slept == [pytest.approx(0.3)]
+
+
+def test_a_job_back_too_early_waits_again_for_the_same_slot() -> None:
+    ticket = gate(FakeLimiter([]), []).enter(PROFILE, slot_at=NOW + 5.0)
+    assert isinstance(ticket, Wait) and ticket.slot_at == NOW + 5.0
+
+
+def test_a_job_back_too_late_for_its_slot_asks_for_a_new_one() -> None:
+    limiter = FakeLimiter([Admission(0.0, False, True)])
+    assert gate(limiter, []).enter(PROFILE, slot_at=NOW - LATE_S - 0.01) == Pass(None)
+    assert limiter.reserve_asked == [RESERVE_HORIZON_S]
+
+
+def test_a_job_with_a_reserved_slot_still_waits_for_a_pause() -> None:
+    limiter = FakeLimiter([], pause_after_sleep_s=7.0)
+    ticket = gate(limiter, []).enter(PROFILE, slot_at=NOW)
+    assert isinstance(ticket, Wait) and ticket.slot_at is None and ticket.seconds == 7.0
+
+
+def test_a_slot_beyond_the_horizon_is_asked_for_again_once_within_reach() -> None:
     ticket = gate(FakeLimiter([Admission(3600.0, False, False)]), []).enter(PROFILE)
-    assert isinstance(ticket, Wait)
-    assert ticket.seconds == pytest.approx(PROFILE.backoff.longest_countdown_s)
+    assert isinstance(ticket, Wait) and ticket.slot_at is None
+    assert ticket.seconds == pytest.approx(3600.0 - RESERVE_HORIZON_S / 2)
 
 
 def test_a_pause_longer_than_the_profile_allows_fails_the_job() -> None:
@@ -92,10 +121,14 @@ def test_without_a_rate_limit_only_a_pause_holds_a_job() -> None:
     assert isinstance(ticket, Wait) and ticket.seconds == 3.0 and "paused" in ticket.reason
 
 
-def test_all_concurrency_slots_taken_means_a_short_countdown() -> None:
+def test_all_concurrency_slots_taken_means_a_countdown_that_grows_with_each_wait() -> None:
     capped = Profile(name="api", base_url="http://x", concurrency=2)
-    ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped)
-    assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+    seconds = []
+    for waits in (0, 1, 2, 10):
+        ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped, waits=waits)
+        assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+        seconds.append(ticket.seconds)
+    assert seconds == [0.5, 1.0, 2.0, 8.0]
 
 
 def test_a_held_slot_is_released_when_the_job_goes_back() -> None:

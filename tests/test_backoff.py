@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
-from worker.backoff import GiveUp, countdown, parse_retry_after
+from worker.backoff import GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.profiles import Backoff
 
 SEED = Backoff(start_s=0.5, factor=1.5, count=10)
@@ -62,3 +63,31 @@ def test_retry_after_in_seconds_and_http_date_forms() -> None:
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("value", ["1e300", "nan", "inf", "-inf", "-5", "2.5", "0x10", "", "  ",
+                                   "Infinity", "1_000", "+3", "Mon, 99 Foo 2026 99:99:99 GMT"])
+def test_only_the_http_forms_of_retry_after_count(value: str) -> None:
+    assert parse_retry_after(value) is None
+
+
+def test_a_retry_after_of_thousands_of_digits_is_finite_and_too_long() -> None:
+    wait = parse_retry_after("9" * 5000)
+    assert wait is not None and math.isfinite(wait) and wait > SEED.retry_after_max_s
+    assert isinstance(countdown(SEED, 0, wait), GiveUp)
+
+
+def test_every_countdown_is_finite_and_within_the_longest_allowed() -> None:
+    longest = SEED.longest_countdown_s
+    for given in (float("nan"), float("inf"), float("-inf"), -1e12, 1e300, 3.0):
+        got = bounded_countdown(given, longest)
+        assert math.isfinite(got) and 0 <= got <= longest
+    assert bounded_countdown(3.0, longest) == 3.0
+    assert isinstance(countdown(SEED, 0, float("nan")), GiveUp)
+
+
+def test_all_three_http_date_forms_are_read() -> None:
+    now = datetime(1994, 11, 6, 8, 49, 7, tzinfo=UTC)
+    for value in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                  "Sun Nov  6 08:49:37 1994"):
+        assert parse_retry_after(value, now) == 30.0, value

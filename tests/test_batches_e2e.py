@@ -115,7 +115,7 @@ def test_a_worker_killed_outright_loses_no_job(stack: Stack, broker: dict[str, s
 
     On Redis the job comes back after the visibility timeout; on RabbitMQ at once.
     """
-    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="40", **broker)
+    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="15", **broker)
     apis = tmp_path / "quick.toml"
     apis.write_text(f'[apis.fast]\nbase_url = "{stack.api.url}"\ntimeout = 5\n'
                     "backoff = { start = 0.05, factor = 2, count = 2 }\n")
@@ -140,8 +140,8 @@ def test_a_worker_killed_outright_loses_no_job(stack: Stack, broker: dict[str, s
     assert len(stack.api.hits(path)) == 2
 
 
-def test_a_worker_refuses_a_visibility_timeout_its_countdowns_could_outlast(stack: Stack) -> None:
-    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="30")
+def test_a_worker_refuses_a_visibility_timeout_one_attempt_could_outlast(stack: Stack) -> None:
+    env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="14")  # the stack's profiles: timeout 5
     done = run_cli(env, "worker")
     assert done.returncode == 2
     assert "REQWORKER_VISIBILITY_TIMEOUT" in done.stderr and "run twice" in done.stderr

@@ -113,7 +113,9 @@ def test_watch_prints_plain_progress_lines_when_piped(
     watched = run_cli(stack.env, "watch", report.batch.id)
     assert watched.returncode == 1
     assert "\r" not in watched.stderr and "\033" not in watched.stderr
-    assert watched.stderr.strip().splitlines()[-1].startswith("31/31 done, 1 failed")
+    *progress, summary = watched.stderr.strip().splitlines()
+    assert progress[-1].startswith("31/31 done, ") and "failed 1" in progress[-1]
+    assert "jobs finished while watching" in summary
     assert "succeeded  30" in watched.stdout and "failed     1" in watched.stdout
 
 

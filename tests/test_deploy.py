@@ -51,6 +51,10 @@ SYSTEMD = DEPLOY / "systemd"
 ENV_EXAMPLE = DEPLOY / "reqworker.env.example"
 REDIS_ENV_EXAMPLE = DEPLOY / "redis.env.example"
 FLOWER_PORT = 5555
+#: The port workers serve their Prometheus metrics on in compose and Kubernetes.
+METRICS_PORT = 9808
+GRAFANA = DEPLOY / "grafana"
+PROMETHEUS = DEPLOY / "prometheus"
 #: Variables of Python itself that the image may set.
 PYTHON_ENV = frozenset({"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
 #: Redis' password (redis.env) and the variable redis-cli logs in with.
@@ -314,7 +318,7 @@ def k8s_config_env() -> dict[str, str]:
 
 
 def test_every_deploy_file_is_one_these_tests_read() -> None:
-    readers = {".yml", ".yaml", ".service", ".toml", ".conf", ".md", ".example"}
+    readers = {".yml", ".yaml", ".service", ".toml", ".conf", ".md", ".example", ".json"}
     names = {"Dockerfile", ".gitignore"}
     for path in DEPLOY.rglob("*"):
         if path.is_file() and path.name not in FILLED_IN:
@@ -442,8 +446,8 @@ def test_the_image_runs_reqworker_as_a_numeric_non_root_user() -> None:
     for deployment in ("reqworker-worker", "reqworker-flower"):
         pod = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsUser"] == int(uid)
-    exposed = {int(a.split("/")[0]) for w, a in steps if w == "EXPOSE"}
-    assert exposed == {FLOWER_PORT}
+    exposed = {int(port.split("/")[0]) for w, a in steps if w == "EXPOSE" for port in a.split()}
+    assert exposed == {FLOWER_PORT, METRICS_PORT}
 
 
 def test_the_image_sets_no_secret_and_only_known_variables() -> None:
@@ -768,7 +772,8 @@ def test_readme_names_every_setting_and_only_real_ones() -> None:
     assert named == set(code_env_vars()), named ^ set(code_env_vars())
     for name in set(re.findall(r"\bFLOWER_[A-Z][A-Z0-9_]*\b", text)):
         assert is_flower_option(name), name
-    for path in re.findall(r"^\| `([^`]+)` \|", text, re.M):
+    files = text[text.index("| file |"):].split("\n\n")[0]
+    for path in re.findall(r"^\| `([^`]+)` \|", files, re.M):
         assert (DEPLOY / path).exists(), path
 
 
@@ -781,6 +786,146 @@ def test_readme_commands_are_reqworker_commands() -> None:
                 cli_command(words[words.index("worker", words.index("run")) + 1:], line)
                 commands += 1
     assert commands >= 2
+
+
+# --- metrics: where workers serve them, where Prometheus looks, what Grafana shows -----------
+
+
+def series_of(metric: Any) -> set[str]:
+    """The sample names a prometheus-client metric exposes."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    name = metric.describe()[0].name
+    if isinstance(metric, Counter):
+        return {f"{name}_total"}
+    if isinstance(metric, Histogram):
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    assert isinstance(metric, Gauge), metric
+    return {name}
+
+
+@cache
+def reqworker_series() -> frozenset[str]:
+    """Every series a worker serves: its counters, and the gauges read at scrape time."""
+    from prometheus_client import Counter, Histogram
+
+    import worker.metrics
+    from worker.metricserver import FLEET_GAUGES
+
+    found = set(FLEET_GAUGES)
+    for value in vars(worker.metrics).values():
+        if isinstance(value, Counter | Histogram):
+            found |= series_of(value)
+    return frozenset(found)
+
+
+@cache
+def flower_series() -> frozenset[str]:
+    from flower.events import get_prometheus_metrics
+
+    return frozenset(n for metric in vars(get_prometheus_metrics()).values() for n in series_of(metric))
+
+
+def dashboard() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((GRAFANA / "reqworker-dashboard.json").read_text())
+    return doc
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def scrape_jobs(path: Path) -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in yaml_docs(path)[0]["scrape_configs"]}
+
+
+def test_compose_workers_serve_metrics_where_prometheus_looks() -> None:
+    worker = compose()["services"]["worker"]
+    ctx = cli_command(worker["command"], "compose worker")
+    assert ctx.params["metrics_port"] == METRICS_PORT and ctx.params["metrics_address"] == "0.0.0.0"
+    assert str(METRICS_PORT) in worker["expose"]
+    jobs = scrape_jobs(PROMETHEUS / "compose.yml")
+    dns = jobs["reqworker-workers"]["dns_sd_configs"][0]
+    assert dns["names"] == ["worker"] and dns["type"] == "A" and dns["port"] == METRICS_PORT
+    assert jobs["reqworker-flower"]["static_configs"][0]["targets"] == [f"flower:{FLOWER_PORT}"]
+
+
+def test_compose_monitoring_runs_prometheus_and_grafana_with_the_dashboard() -> None:
+    services = compose()["services"]
+    mounts = {}
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], "monitoring is started on request"
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"])
+        for volume in service["volumes"]:
+            source, target = volume.split(":")[:2]
+            assert (DEPLOY / source).exists(), f"compose {name} mounts missing {source}"
+            mounts[target] = (DEPLOY / source).resolve()
+    assert mounts["/etc/prometheus/prometheus.yml"] == (PROMETHEUS / "compose.yml").resolve()
+    provisioning = mounts["/etc/grafana/provisioning"]
+    provider = yaml_docs(provisioning / "dashboards" / "reqworker.yaml")[0]["providers"][0]
+    folder = provider["options"]["path"]
+    shown = [t for t, source in mounts.items() if source == (GRAFANA / "reqworker-dashboard.json").resolve()]
+    assert shown and Path(shown[0]).parent == Path(folder)
+    source = yaml_docs(provisioning / "datasources" / "prometheus.yaml")[0]["datasources"][0]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+
+
+def test_k8s_worker_pods_serve_metrics_prometheus_finds() -> None:
+    container = k8s_container("reqworker-worker", "worker")
+    ctx = cli_command(container["args"], "k8s worker")
+    assert ctx.params["metrics_port"] == METRICS_PORT and ctx.params["metrics_address"] == "0.0.0.0"
+    assert {"name": "metrics", "containerPort": METRICS_PORT} in container["ports"]
+    annotations = k8s_object("Deployment", "reqworker-worker")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                           "prometheus.io/path": "/metrics"}
+    jobs = scrape_jobs(PROMETHEUS / "kubernetes.yml")
+    relabels = jobs["reqworker-workers"]["relabel_configs"]
+    sources = {tuple(r["source_labels"]) for r in relabels}
+    assert ("__meta_kubernetes_pod_annotation_prometheus_io_scrape",) in sources
+    assert ("__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port") in sources
+    assert jobs["reqworker-workers"]["kubernetes_sd_configs"][0]["role"] == "pod"
+
+
+def test_systemd_workers_serve_metrics_on_their_instance_port() -> None:
+    exec_start = units()["reqworker-worker@.service"]["Service"]["ExecStart"][-1]
+    argv = shlex.split(exec_start.replace("%i", "9101").replace("%H", "host"))
+    ctx = cli_command(argv[1:], "systemd worker")
+    assert ctx.params["metrics_port"] == 9101 and ctx.params["hostname"] == "worker9101@host"
+    targets = scrape_jobs(PROMETHEUS / "systemd.yml")["reqworker-workers"]["static_configs"][0]["targets"]
+    for target in targets:
+        port = int(target.rsplit(":", 1)[1])
+        assert f"reqworker-worker@{port}" in readme(), f"README does not start the worker on {port}"
+
+
+def test_the_dashboard_shows_every_worker_series_and_only_real_ones() -> None:
+    exprs = [t["expr"] for p in dashboard_panels() for t in p["targets"]]
+    named = {n for e in exprs for n in re.findall(r"\b((?:reqworker|flower)_[a-z_]+)\b", e)}
+    assert named - reqworker_series() - flower_series() == set()
+    families = {n.removesuffix("_total").removesuffix("_bucket") for n in named}
+    for series in reqworker_series():
+        family = series.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum")
+        family = family.removesuffix("_count")
+        assert family in families, f"the dashboard does not show {series}"
+    assert named & flower_series(), "the dashboard shows Flower's series too"
+    assert all(e.count("(") == e.count(")") for e in exprs)
+
+
+def test_the_dashboard_is_well_formed_grafana() -> None:
+    doc = dashboard()
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard_panels():
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            for var in re.findall(r"\$(?!__)(\w+)", target["expr"]):
+                assert var in variables, f"{panel['title']}: no variable ${var}"
 
 
 # --- what can run here: Redis with the deploy settings -----------------------------------------
@@ -922,7 +1067,8 @@ def test_the_tls_examples_work_for_broker_results_and_cache() -> None:
         assert backend.connparams["ssl_cert_reqs"] == CERT_REQUIRED, url
         assert backend.connparams["connection_class"] is redis.SSLConnection
         broker = app.connection_for_write()
-        assert broker.transport_cls == "rediss" and broker.ssl["ssl_cert_reqs"] == CERT_REQUIRED
+        assert broker.transport_cls == "worker.transport:Transport"
+        assert broker.ssl["ssl_cert_reqs"] == CERT_REQUIRED
         pool = command_client(url, settings).connection_pool
         assert pool.connection_class is redis.SSLConnection
         assert pool.connection_kwargs["ssl_cert_reqs"] == "required"

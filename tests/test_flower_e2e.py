@@ -59,10 +59,11 @@ def test_the_login_goes_to_flower_in_the_environment_never_on_the_command_line()
 def test_without_a_login_flower_listens_on_loopback_only_and_says_so() -> None:
     plan = plan_flower(5555, "0.0.0.0", {FLOWER_AUTH_ENV: ""})
     assert plan.address == LOOPBACK and "--address=127.0.0.1" in plan.argv
-    assert not plan.login and FLOWER_AUTH_ENV not in plan.env
-    assert len(plan.notices) == 1
-    assert AUTH_ENV in plan.notices[0] and "127.0.0.1 only" in plan.notices[0]
-    assert "0.0.0.0" in plan.notices[0]
+    assert not plan.login and plan.env[FLOWER_AUTH_ENV].startswith("reqworker:")
+    assert len(plan.notices) == 2
+    assert plan.env[FLOWER_AUTH_ENV] in plan.notices[0]  # the made-up login, shown once
+    assert AUTH_ENV in plan.notices[1] and "127.0.0.1 only" in plan.notices[1]
+    assert "0.0.0.0" in plan.notices[1]
 
 
 def test_on_loopback_without_a_login_it_still_says_there_is_none() -> None:

@@ -221,6 +221,7 @@ def test_token_file_seeds_the_store_once(provider, client, keys, tmp_path: Path)
     path = tmp_path / "token.json"
     path.write_text(json.dumps({"access_token": "file-token-value", "refresh_token": "file-refresh",
                                 "expires_at": time.time() + 3600}))
+    path.chmod(0o600)
     profile = oauth_profile(provider, token_file=str(path))
 
     assert authoriser(profile, client, keys).credentials().headers["Authorization"] == \
@@ -233,6 +234,7 @@ def test_a_token_file_token_that_fails_its_test_is_refreshed(provider, client, k
     path = tmp_path / "token.json"
     path.write_text(json.dumps({"access_token": "revoked-token", "refresh_token": "file-refresh",
                                 "expires_in": 3600}))
+    path.chmod(0o600)
     profile = oauth_profile(provider, token_file=str(path), test_url="/me")
 
     creds = authoriser(profile, client, keys).credentials()

@@ -106,13 +106,22 @@ def test_settings_derive_every_url_from_the_one_switch() -> None:
     assert not s.broker_is_redis
 
 
-def test_worker_refuses_a_visibility_timeout_a_countdown_could_outlast(tmp_path: Path) -> None:
+def test_worker_refuses_a_visibility_timeout_one_attempt_could_outlast(tmp_path: Path) -> None:
     text = GOOD + '\n[apis.other]\nbase_url = "http://127.0.0.1:9/x"\n'
     profiles = load_profiles(write(tmp_path, text), {}, with_secrets=False)
-    short = Settings.from_env({"REQWORKER_VISIBILITY_TIMEOUT": "120"})
-    with pytest.raises(StartupError, match="REQWORKER_VISIBILITY_TIMEOUT to 146 or more"):
+    short = Settings.from_env({"REQWORKER_VISIBILITY_TIMEOUT": "39"})
+    with pytest.raises(StartupError, match="REQWORKER_VISIBILITY_TIMEOUT to 40 or more"):
         check_visibility(short, profiles)
     check_visibility(Settings.from_env({}), profiles)
-    amqp = Settings.from_env({"REQWORKER_VISIBILITY_TIMEOUT": "120",
+    amqp = Settings.from_env({"REQWORKER_VISIBILITY_TIMEOUT": "39",
                               "REQWORKER_BROKER_URL": "amqp://localhost"})
     check_visibility(amqp, profiles)
+
+
+def test_long_backoffs_need_no_longer_visibility_timeout(tmp_path: Path) -> None:
+    """Countdowns wait in Redis, so only one attempt has to fit in the visibility timeout."""
+    text = '[apis.patient]\nbase_url = "http://127.0.0.1:9"\ntimeout = 5\n' \
+           "backoff = { start = 30, factor = 2, count = 12 }\n"
+    profiles = load_profiles(write(tmp_path, text), {}, with_secrets=False)
+    assert profiles["patient"].backoff.longest_countdown_s > 100_000
+    check_visibility(Settings.from_env({"REQWORKER_VISIBILITY_TIMEOUT": "15"}), profiles)

@@ -14,6 +14,7 @@ from worker.durations import parse_rate
 from worker.keys import Keys
 from worker.profiles import Profile
 from worker.ratelimit import (
+    MAX_PAUSE_S,
     US,
     RateLimiter,
     available_now,
@@ -226,6 +227,21 @@ def test_pause_ends_and_admits_resume_after_it(new_worker: Callable[[], RateLimi
     limiter.pause("example", 30, now_s=t0)
     assert limiter.paused_for("example", now_s=t0 + 30) == 0.0
     assert limiter.admit(profile("10/s"), now_s=t0 + 30) == 0.0
+
+
+@pytest.mark.parametrize("header", ["1e300", "nan", "inf", "-1", "1e3", "0x10"])
+def test_a_reset_that_is_not_a_plain_number_counts_as_absent(header: str) -> None:
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": header}
+    assert parse_ratelimit_headers(headers, 0.0) == (0, None)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -5.0, 1e300])
+def test_a_pause_is_finite_and_always_expires(
+    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys, seconds: float
+) -> None:
+    new_worker().pause("example", seconds)
+    ttl_ms = client.pttl(keys.pause("example"))
+    assert ttl_ms == -2 or 0 < ttl_ms <= MAX_PAUSE_S * 1000 + 1
 
 
 def test_pause_on_the_server_clock(

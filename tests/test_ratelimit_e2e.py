@@ -131,8 +131,11 @@ def test_a_fleet_sends_at_the_shared_rate_and_never_gets_a_429(
     assert len(times) == 300
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
     assert busiest <= API_ALLOWS
+    # Waiting jobs reserve their slot and wait in Redis for it: no job goes through the
+    # broker more than three times (it was dozens when waits raced for the next slot).
     logs = "".join(w.log() for w in workers)
-    assert "waiting for the shared rate budget" in logs or busiest <= LIMIT_PER_S + 1
+    passes = [logs.count(f"reqworker.request[{r['job_id']}] received") for r in records]
+    assert max(passes) <= 3 and sum(passes) < 2.5 * len(records)
 
 
 def test_cache_hits_do_not_spend_the_budget(stack: Stack, workers: list[WorkerProcess]) -> None:

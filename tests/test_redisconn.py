@@ -57,7 +57,7 @@ def test_the_client_asks_the_sentinels_for_the_named_primary() -> None:
 
 def test_broker_and_result_backend_go_through_sentinel_with_the_guard() -> None:
     conf = celery_settings(sentinel_settings())
-    assert conf["broker_transport"] == "worker.sentinel_transport:Transport"
+    assert conf["broker_transport"] == "worker.transport:SentinelTransport"
     assert conf["broker_transport_options"]["master_name"] == "primary"
     assert conf["result_backend_transport_options"]["master_name"] == "primary"
     app = Celery("s", set_as_current=False)
@@ -66,7 +66,8 @@ def test_broker_and_result_backend_go_through_sentinel_with_the_guard() -> None:
     assert isinstance(backend, FinishedStaysFinishedSentinel) and isinstance(backend, SentinelBackend)
     assert guarded("redis://h/0") != guarded(SENTINELS)
     plain = celery_settings(Settings.from_env({"REQWORKER_REDIS_URL": "redis://h:6379/0"}))
-    assert plain["broker_transport"] is None and "master_name" not in plain["broker_transport_options"]
+    assert plain["broker_transport"] == "worker.transport:Transport"
+    assert "master_name" not in plain["broker_transport_options"]
 
 
 def test_the_visibility_check_applies_to_a_sentinel_broker() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from worker.secret import Secret
+from worker.secret import Secret, flaw
 
 if TYPE_CHECKING:
     from worker.profiles import _Reader
@@ -57,6 +58,12 @@ class AuthConfig:
     token_file: str | None = None
 
     @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every credential of the table as text, to scrub from error messages and logs."""
+        held = [self.token, self.client_secret, *(value for _, value in self.headers)]
+        return tuple(s.reveal() for s in held if s is not None and s.reveal())
+
+    @property
     def header_names(self) -> tuple[str, ...]:
         """Names of every header this table puts on a request."""
         return (self.header_key, *(name for name, _ in self.headers))
@@ -82,6 +89,8 @@ def read_auth(reader: _Reader, table: Any, where: str, base_url: str) -> AuthCon
         "header_prefix": reader.expand(table.get("header_prefix", "Bearer "), f"{where}.header_prefix"),
         "headers": _headers(reader, table.get("headers", {}), f"{where}.headers"),
     }
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in common["header_prefix"]):
+        raise reader.fail(f"{where}.header_prefix", "must not contain control characters")
     if not _HEADER_NAME.match(common["header_key"]):
         raise reader.fail(f"{where}.header_key", f"{common['header_key']!r} is not a header name")
     if any(name.lower() == common["header_key"].lower() for name, _ in common["headers"]):
@@ -111,7 +120,7 @@ def _oauth2(reader: _Reader, table: Mapping[str, Any], where: str, base_url: str
         raise reader.fail(f"{where}.test_status", "only means something with test_url")
     return {
         "token_url": _url(reader, table, "token_url", where),
-        "client_id": _text(reader, table, "client_id", where),
+        "client_id": _client_id(reader, table, where),
         "client_secret": _secret(reader, table, "client_secret", where, required=False),
         "client_auth": client_auth,
         "scope": _text(reader, table, "scope", where),
@@ -139,6 +148,14 @@ def _text(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> st
     return text
 
 
+def _client_id(reader: _Reader, table: Mapping[str, Any], where: str) -> str | None:
+    client_id = _text(reader, table, "client_id", where)
+    problem = flaw(client_id) if client_id is not None else None
+    if problem:
+        raise reader.fail(f"{where}.client_id", f"{problem}; fix the value (it is not shown)")
+    return client_id
+
+
 def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
             required: bool) -> Secret | None:
     if key not in table:
@@ -147,9 +164,19 @@ def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
         raise reader.fail(f"{where}.{key}", f"must be a string, not {type(table[key]).__name__}")
     if not reader.with_secrets:
         return None
-    value = Secret(reader.expand(table[key], f"{where}.{key}"))
+    value = Secret(_checked(reader, table[key], f"{where}.{key}"))
     if required and not value:
         raise reader.fail(f"{where}.{key}", "is empty")
+    return value
+
+
+def _checked(reader: _Reader, raw: str, where: str) -> str:
+    """A credential with ``${VAR}`` expanded, refused (never shown) when it has whitespace."""
+    value = reader.expand(raw, where)
+    problem = flaw(value)
+    if problem:
+        names = ", ".join(f"${{{name}}}" for name in reader.variables(raw)) or "the value in the file"
+        raise reader.fail(where, f"{names} {problem}; fix the secret (its value is not shown)")
     return value
 
 
@@ -161,7 +188,21 @@ def _url(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> str
             raise reader.fail(f"{where}.{key}", f"{url!r} is not an http(s) URL with a host")
         if parts.username is not None or parts.password is not None:
             raise reader.fail(f"{where}.{key}", "must not carry a user name or password")
+        if parts.scheme != "https" and not is_loopback(parts.hostname):
+            raise reader.fail(f"{where}.{key}", f"{url!r} must be https: client secrets and "
+                              "tokens travel through it (plain http only on loopback)")
     return url
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a host or listening address stays on this machine ('' means every address)."""
+    host = address.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _redirect(reader: _Reader, table: Mapping[str, Any], where: str, code_grant: bool) -> str | None:
@@ -221,9 +262,7 @@ def _headers(reader: _Reader, table: Any, where: str) -> tuple[tuple[str, Secret
             raise reader.fail(where, f"{name!r} is not a header name")
         if not isinstance(value, str):
             raise reader.fail(f"{where}.{name}", f"must be a string, not {type(value).__name__}")
-        text = reader.expand(value, f"{where}.{name}") if reader.with_secrets else None
-        if text is not None and ("\n" in text or "\r" in text):
-            raise reader.fail(f"{where}.{name}", "must be a single line")
+        text = _checked(reader, value, f"{where}.{name}") if reader.with_secrets else None
         out.append((name, Secret(text) if text is not None else None))
     return tuple(out)
 

@@ -10,12 +10,14 @@ import redis
 from worker.keys import Keys
 
 # KEYS: batch hash, done set, retrying set. ARGV: job id, "succeeded"|"failed", ttl s.
-# A job is counted once however often it is delivered.
+# A job is counted once however often it is delivered. Every key touched gets the
+# batch's expiry again: a HINCRBY on a hash that had expired would otherwise live for ever.
 _FINISH = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 if redis.call('SREM', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'retrying', -1) end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -24,6 +26,7 @@ _RETRYING = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'retrying', 1) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -54,4 +57,6 @@ class BatchCounters:
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.keys.batch_jobs(batch_id), json.dumps(entry))
         pipe.hincrby(self.keys.batch(batch_id), "total", 1)
+        pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
+        pipe.expire(self.keys.batch(batch_id), self.ttl_s)
         pipe.execute()

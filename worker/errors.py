@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Characters of an error message shown in logs and Flower (the record keeps it whole).
+MESSAGE_SHOWN = 300
+
 
 class JobFailed(Exception):
     """A job failed for good; its only argument is the JSON result record."""
@@ -16,7 +19,11 @@ class JobFailed(Exception):
         error = self.record.get("error") or {}
         status = error.get("status_code")
         code = f" {status}" if status else ""
-        return f"{error.get('type', 'Error')}{code}: {error.get('message', '')}"
+        message = str(error.get("message", ""))
+        # Shown in the worker log and Flower: a whole error body must not land there.
+        if len(message) > MESSAGE_SHOWN:
+            message = message[:MESSAGE_SHOWN] + "…"
+        return f"{error.get('type', 'Error')}{code}: {message}"
 
     def __repr__(self) -> str:
         return f"JobFailed({self})"
@@ -24,6 +31,10 @@ class JobFailed(Exception):
 
 class RetryLater(Exception):
     """Why a job was put back on the queue with a countdown."""
+
+
+class WaitLater(RetryLater):
+    """What a job waits for (the rate budget, a concurrency slot, a pause): no attempt spent."""
 
 
 class AuthError(Exception):

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from worker import metrics
 from worker.admission import Gate, Wait
 from worker.auth import Authoriser, Credentials
-from worker.backoff import GiveUp, countdown, parse_retry_after
+from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
-from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
+from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
+from worker.redact import shown_url, url_secrets
+from worker.redirects import refused_redirect
+from worker.secret import scrub
 
 log = logging.getLogger("reqworker.executor")
 
@@ -33,12 +38,17 @@ class Progress:
     retries: int = 0
     #: Token renewals this job asked for after a 401.
     reauths: int = 0
+    #: Times the job waited (rate budget, concurrency slot, pause): no attempt spent.
+    waits: int = 0
+    #: When the job's reserved slot of the rate budget is due (epoch ms); 0 for none.
+    slot_at_ms: int = 0
 
     @classmethod
     def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
         if not raw:
             return cls()
-        return cls(**{k: int(raw.get(k, 0)) for k in ("attempts", "retries", "reauths")})
+        names = ("attempts", "retries", "reauths", "waits", "slot_at_ms")
+        return cls(**{k: int(raw.get(k, 0)) for k in names})
 
     def to_message(self) -> dict[str, int]:
         return asdict(self)
@@ -90,8 +100,29 @@ class Executor:
         self.sessions = sessions
         self.authorisers = authorisers
         self.gate = gate
+        #: The credential headers of this thread's current run, to scrub from its errors.
+        self._sent = threading.local()
 
     def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+        self._sent.headers = {}
+        outcome = self._run(message, progress, ctx)
+        profile = self.profiles.get(str(message.get("api")))
+        if profile is None or isinstance(outcome, Done):
+            return outcome
+        # No secret of the profile may reach a stored record, Flower or a log line.
+        secrets = secrets_of(profile, self._sent.headers) + url_secrets(str(message.get("url") or ""))
+        if isinstance(outcome, Failed):
+            return Failed(scrub_record(outcome.record, secrets))
+        longest = profile.backoff.longest_countdown_s if outcome.backoff else LONGEST_WAIT_S
+        countdown_s = bounded_countdown(outcome.countdown_s, longest)
+        return replace(outcome, countdown_s=countdown_s, reason=scrub(outcome.reason, secrets))
+
+    def unschedulable(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext,
+                      why: str) -> dict[str, Any]:
+        """The failed record of a job whose retry could not be put back on the queue."""
+        return _record(ctx, message, progress, error=("RetryError", None, why))
+
+    def _run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
         try:
             job = parse_job(message, self.profiles)
         except JobError as exc:
@@ -104,24 +135,30 @@ class Executor:
             if exc.retryable:
                 return self._retry(job, profile, progress, ctx, None, f"credentials: {exc}")
             return Failed(_record(ctx, job, progress, error=("AuthError", None, str(exc))))
+        self._sent.headers = creds.headers
         session = self.sessions.for_job(job)
         if job.uses_cache and not job.refresh and self.gate.budgets(profile):
             # A cache hit costs the API nothing, so it must not spend the shared budget.
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
             if cached.from_cache and cached.response is not None:
+                metrics.attempted(job, cached)
                 progress = replace(progress, attempts=progress.attempts + 1)
-                record = _record(ctx, job, progress, cached)
-                return Done(record, next_page(job, cached.response, record["body"], profile.base_url))
-        ticket = self.gate.enter(profile)
+                return _done(ctx, job, profile, progress, cached)
+        slot_at = progress.slot_at_ms / 1000 if progress.slot_at_ms else None
+        ticket = self.gate.enter(profile, slot_at=slot_at, waits=progress.waits)
         if isinstance(ticket, Wait):
+            metrics.waited(profile.name, ticket.kind)
             if ticket.fail:
                 return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
-            return Retry(ticket.seconds, progress, ticket.reason, backoff=False)
+            slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
+            waited = replace(progress, waits=progress.waits + 1, slot_at_ms=slot_at_ms)
+            return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
         try:
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
-        progress = replace(progress, attempts=progress.attempts + 1)
+        metrics.attempted(job, attempt)
+        progress = replace(progress, attempts=progress.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
             return self._after_exception(job, profile, progress, ctx, attempt)
         return self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
@@ -144,9 +181,13 @@ class Executor:
             self.gate.after(profile, response.headers,
                             retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
-            record = _record(ctx, job, progress, attempt)
-            return Done(record, next_page(job, response, record["body"], profile.base_url))
+            return _done(ctx, job, profile, progress, attempt)
         described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+        if verdict is Verdict.REAUTH and not is_under_base(response.url or job.url, profile.base_url):
+            # A foreign host (reached by a redirect) cannot judge the profile's token.
+            error = ("APIError", 401, f"{described} from {shown_url(response.url)}, outside base_url: "
+                                      "the credentials were not renewed")
+            return Failed(_record(ctx, job, progress, attempt, error=error))
         if verdict is Verdict.REAUTH:
             if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
                 again = replace(progress, reauths=progress.reauths + 1)
@@ -192,7 +233,37 @@ class Executor:
             return Failed(_record(ctx, job, progress, attempt, error=error))
         n = progress.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(progress, retries=n), reason)
+        return Retry(wait, replace(progress, retries=n, slot_at_ms=0), reason)
+
+
+def _done(ctx: JobContext, job: Job, profile: Profile, progress: Progress, attempt: Attempt) -> Done:
+    """A successful run: its record (saying why a redirect was not followed) and the next page."""
+    response = attempt.response
+    assert response is not None
+    record = _record(ctx, job, progress, attempt)
+    refused = refused_redirect(response, job.method, profile)
+    if refused:
+        record["redirect_refused"] = refused
+    following, stopped = next_page(job, response, record["body"], profile)
+    if stopped:
+        record["pagination_stopped"] = stopped
+    return Done(record, following)
+
+
+def secrets_of(profile: Profile, sent: Mapping[str, str]) -> list[str]:
+    """The profile's secrets, and the credential headers a run sent (with and without prefix)."""
+    values = [*profile.auth.secret_values, *sent.values()]
+    prefix = profile.auth.header_prefix
+    values += [v[len(prefix):] for v in sent.values() if prefix and v.startswith(prefix)]
+    return values
+
+
+def scrub_record(record: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """A failed record whose error message holds none of ``secrets``."""
+    error = record.get("error")
+    if not error or not isinstance(error.get("message"), str):
+        return record
+    return {**record, "error": {**error, "message": scrub(error["message"], secrets)}}
 
 
 def _error_type(attempt: Attempt | None) -> str:
@@ -228,7 +299,7 @@ def _record(
         "batch_id": ctx.batch_id,
         "api": view.get("api"),
         "method": view.get("method", "GET"),
-        "url": view.get("url") or view.get("path"),
+        "url": shown_url(str(view.get("url") or view.get("path") or "")),
         "ok": error is None,
         "status_code": response.status_code if response is not None else None,
         "body": response_body(response) if response is not None else None,

@@ -7,26 +7,39 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urljoin
 
 import redis
 import requests
 from requests_cache import CachedSession
 
+from worker.bounds import BoundedAdapter, attempt_deadline
 from worker.cache import cache_backend, session_kwargs
 from worker.jobs import Job, is_under_base
 from worker.keys import Keys
 from worker.profiles import Profile
+from worker.redirects import redirect_refusal, resends_body
 
 
 class _KeepsCredentialsHome:
-    """Drops a profile's credential headers from any redirect that leaves its base_url.
+    """Follows only the redirects the profile allows, and drops its credential headers from
+    any redirect that leaves its base_url.
 
     requests drops ``Authorization`` only when the host changes, and never a custom
     header such as ``X-API-Key``.
     """
 
     profile: Profile
+
+    def get_redirect_target(self, resp: Any) -> str | None:
+        """The redirect to follow, or None when ``follow_redirects`` forbids it (the 3xx stays)."""
+        target: str | None = super().get_redirect_target(resp)  # type: ignore[misc]
+        if target is not None and redirect_refusal(urljoin(resp.url, target), self.profile,
+                                                   resends_body=resends_body(resp)):
+            return None
+        return target
 
     def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
         super().rebuild_auth(prepared_request, response)  # type: ignore[misc]
@@ -36,12 +49,21 @@ class _KeepsCredentialsHome:
 
 
 def _settle_environment(session: requests.Session, profile: Profile) -> None:
-    """Read proxy and CA settings from the environment once, not on every request."""
+    """Read proxy and CA settings from the environment once, not on every request.
+
+    Also bounds every attempt (``max_body``, the whole-attempt ``timeout``) and keeps no
+    cookie: a job's session is shared with the next job of the profile, maybe another
+    producer's.
+    """
     session.proxies.update(requests.utils.get_environ_proxies(profile.base_url))
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if bundle:
         session.verify = bundle
     session.trust_env = False
+    adapter = BoundedAdapter(profile.max_body)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
 
 class PlainSession(_KeepsCredentialsHome, requests.Session):
@@ -129,7 +151,15 @@ def send(
             kwargs["only_if_cached"] = True
     started = time.monotonic()
     try:
-        response = session.request(job.method, job.url, **kwargs)
+        if only_if_cached:
+            response = session.request(job.method, job.url, **kwargs)
+        else:
+            with attempt_deadline(profile.timeout_s) as deadline:
+                try:
+                    response = session.request(job.method, job.url, **kwargs)
+                except (requests.RequestException, OSError):
+                    deadline.check()  # a socket the deadline shut down: say so
+                    raise
     except requests.RequestException as exc:
         return Attempt(None, exc, _ms_since(started))
     return Attempt(response, None, _ms_since(started))
@@ -145,5 +175,5 @@ def response_body(response: requests.Response) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         return response.text

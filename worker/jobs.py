@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from worker.profiles import Profile
+from worker.redact import shown_url
 
 #: The registered name of the Celery task that runs a job (``worker.tasks.request``).
 TASK_NAME = "reqworker.request"
@@ -19,11 +20,43 @@ METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})
 FIELDS = frozenset(
     {"api", "method", "path", "url", "params", "json", "data", "headers", "cache", "refresh",
-     "key", "retry_unsafe", "paginate", "page"}
+     "key", "retry_unsafe", "paginate", "page", "pages_seen"}
 )
-_JSON_PATH = re.compile(r"^\$(\.[A-Za-z0-9_-]+|\[\d+\])+$")
+#: One step of a JSON path: ``.name``, ``[0]``, ``['name']`` or ``["name"]``.
+JSON_PATH_STEP = r"\.([A-Za-z0-9_@$-]+)|\[(\d+)\]|\['([^'\]]+)'\]|\[\"([^\"\]]+)\"\]"
+_JSON_PATH = re.compile(rf"^\$(?:{JSON_PATH_STEP})+\Z")
+_PAGE_ID = re.compile(r"^[0-9a-f]{16}\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Headers a job may not set: where the request goes and how it is framed belong to the
+#: worker, cookies and credentials to nobody, and the rewrite/override headers would let
+#: a job reach a method or path other than the one it names.
+FORBIDDEN_HEADERS = frozenset({
+    "host", "cookie", "connection", "keep-alive", "transfer-encoding", "content-length", "te",
+    "trailer", "upgrade", "accept-encoding", "forwarded", "x-http-method-override",
+    "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url",
+})
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-forwarded-")
+#: A header value: printable Latin-1 (and tab inside), nothing that http.client would refuse.
+_HEADER_VALUE = re.compile(r"^([\x21-\x7e\xa0-\xff]([\t\x20-\x7e\xa0-\xff]*[\x21-\x7e\xa0-\xff])?)?\Z")
+
+
+#: How deep a job's ``json`` body may nest: every step from reading it to publishing it
+#: must be able to handle it without running out of stack.
+MAX_JSON_DEPTH = 200
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists or objects more than ``limit`` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class JobError(ValueError):
@@ -54,6 +87,8 @@ class Job:
     paginate: dict[str, Any] | None = None
     #: Which page of a paginated collection this job fetches (1 for the first).
     page: int = 1
+    #: Short names (``worker.paginate.page_id``) of the pages before this one, to stop a loop.
+    pages_seen: tuple[str, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """The JSON-safe form carried in the task message (and accepted by ``parse_job``)."""
@@ -66,7 +101,7 @@ class Job:
     def summary(self) -> str:
         """A one-line description that holds no secret: for logs and Flower."""
         label = f" key={self.key}" if self.key is not None else ""
-        return f"{self.api} {self.method} {self.url}{label}"
+        return f"{self.api} {self.method} {shown_url(self.url)}{label}"
 
     def shown_arguments(self, batch_id: str | None) -> str:
         """The task arguments Flower shows for this job: its summary, never headers or body."""
@@ -96,6 +131,8 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
     method = method.upper()
     if raw.get("json") is not None and raw.get("data") is not None:
         raise JobError("json", "give either json or data, not both")
+    if _too_deep(raw.get("json"), MAX_JSON_DEPTH):
+        raise JobError("json", f"is nested more than {MAX_JSON_DEPTH} deep")
     cache, refresh = _flag(raw, "cache", True), _flag(raw, "refresh", False)
     if refresh and not cache:
         raise JobError("refresh", "refresh re-stores a cache entry, so it needs cache: true")
@@ -113,7 +150,17 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
         retry_unsafe=_flag(raw, "retry_unsafe", False),
         paginate=_paginate(raw.get("paginate"), method),
         page=_page(raw.get("page", 1)),
+        pages_seen=_pages_seen(raw.get("pages_seen")),
     )
+
+
+def _pages_seen(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) and _PAGE_ID.match(v) for v in value):
+        raise JobError("pages_seen", "is kept by the worker: a list of page ids")
+    return tuple(value)
 
 
 def _paginate(value: Any, method: str) -> dict[str, Any] | None:
@@ -129,7 +176,7 @@ def _paginate(value: Any, method: str) -> dict[str, Any] | None:
     where = value.get("next")
     if not isinstance(where, str) or not (where == "link" or _JSON_PATH.match(where)):
         raise JobError("paginate.next", f"{where!r} is neither \"link\" (the Link header) nor a "
-                       "JSON path like \"$.next\" or \"$.paging.next\"")
+                       "JSON path like \"$.next\", \"$.paging.next\" or \"$['@odata.nextLink']\"")
     max_pages = value.get("max_pages")
     if max_pages is not None and (isinstance(max_pages, bool) or not isinstance(max_pages, int)
                                   or max_pages < 1):
@@ -191,8 +238,15 @@ def _headers(value: Any, profile: Profile) -> dict[str, str]:
                 f"headers.{name}",
                 "credentials come only from the profile's [auth] table, never from a job",
             )
-        if not isinstance(item, str) or "\n" in item or "\r" in item:
-            raise JobError(f"headers.{name}", "must be a single-line string")
+        lower = name.lower()
+        if lower in FORBIDDEN_HEADERS or lower.startswith(FORBIDDEN_HEADER_PREFIXES):
+            raise JobError(f"headers.{name}", "a job may not set this header: the worker decides "
+                           "where a request goes, how it is framed, and which cookies it carries")
+        if not isinstance(item, str):
+            raise JobError(f"headers.{name}", "must be a string")
+        if not _HEADER_VALUE.match(item):
+            raise JobError(f"headers.{name}", "must be printable Latin-1 text on one line, "
+                           "without leading or trailing spaces")
     return dict(value)
 
 
@@ -251,9 +305,27 @@ def _check_under_base(url: str, base_url: str, name: str) -> None:
     default_port = _DEFAULT_PORTS.get(base.scheme.lower())
     if (got_port or default_port) != (base_port or default_port):
         raise outside
-    segments = got.path.split("/")
-    if any(unquote(seg) in (".", "..") or set(unquote(seg)) & {"/", "\\"} for seg in segments):
-        raise JobError(name, "must not contain '.' or '..' segments or encoded slashes")
+    if any(_sneaky(seg) for seg in got.path.split("/")):
+        raise JobError(name, "must not contain '.' or '..' segments (however encoded, or with "
+                       "';' parameters) or encoded slashes")
     base_path = base.path.rstrip("/")
     if got.path != base_path and not got.path.startswith(base_path + "/"):
         raise outside
+
+
+def _sneaky(segment: str) -> bool:
+    """True for a path segment some server would take as '.' or '..', or as more than one.
+
+    Servers differ in what they decode: one decodes twice (``%252e``), Tomcat drops
+    ``;parameters`` (``..;``). A segment is judged by every reading of it.
+    """
+    readings = [segment]
+    for _ in range(3):
+        decoded = unquote(readings[-1])
+        if decoded == readings[-1]:
+            break
+        readings.append(decoded)
+    for text in readings:
+        if set(text) & {"/", "\\"} or text.split(";")[0] in (".", "..") or text in (".", ".."):
+            return True
+    return False

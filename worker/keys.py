@@ -40,7 +40,8 @@ class Keys:
         return f"{self.prefix}:batch:{batch_id}:seen"
 
     def batches(self) -> str:
-        """Sorted set of batch ids by creation time."""
+        """Sorted set of batch ids by creation time: only batches whose records have not
+        expired, at most ``producer.batches.MAX_INDEXED``; it expires itself when idle."""
         return f"{self.prefix}:batches"
 
     def rate(self, profile: str) -> str:

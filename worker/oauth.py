@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import stat
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,7 +19,7 @@ import requests
 from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.profiles import AuthConfig, Profile
-from worker.secret import Secret
+from worker.secret import Secret, flaw, scrub
 from worker.tokens import Token, TokenStore
 
 log = logging.getLogger("reqworker.oauth")
@@ -92,6 +94,9 @@ class TokenEndpoint:
         if not 200 <= status < 300:
             code = body.get("error") if isinstance(body.get("error"), str) else None
             detail = str(body.get("error_description") or code or response.reason or "")[:200]
+            # The endpoint's own words are stored and logged: none of the profile's secrets.
+            sent = [form.get(k, "") for k in ("client_secret", "refresh_token", "code", "code_verifier")]
+            detail = scrub(detail, [*self.config.secret_values, *sent])
             raise TokenEndpointError(f"{where} refused the {grant} grant: HTTP {status} {detail}".rstrip(),
                                      retryable=False, status=status, oauth_error=code)
         return _token(body, started, f"{where} answered {status} ({grant})")
@@ -102,10 +107,14 @@ def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
     if not isinstance(access, str) or not access:
         raise TokenEndpointError(f"{where} without an access_token", retryable=False)
     refresh = body.get("refresh_token")
-    try:
-        expires_in = float(body["expires_in"]) if body.get("expires_in") is not None else None
-    except (TypeError, ValueError):
-        expires_in = None
+    for name, value in (("access_token", access), ("refresh_token", refresh)):
+        problem = flaw(value) if isinstance(value, str) else None
+        if problem:
+            raise TokenEndpointError(f"{where} with an unusable {name}: it {problem}", retryable=False)
+    expires_in = _expires_in(body.get("expires_in"))
+    if expires_in is not None and not (math.isfinite(expires_in) and expires_in >= 0):
+        raise TokenEndpointError(f"{where} with expires_in that is not a finite number of seconds "
+                                 "0 or more", retryable=False)
     return Token(
         access_token=Secret(access),
         refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
@@ -113,6 +122,18 @@ def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
         obtained_at=now,
         scope=body.get("scope") if isinstance(body.get("scope"), str) else None,
     )
+
+
+def _expires_in(value: Any) -> float | None:
+    """The token's lifetime as a number (NaN when it is not one); None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return math.nan
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -129,6 +150,19 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def token_file_problem(path: str | Path) -> str | None:
+    """Why a token file must not be used: anyone but its owner may read it (None when fine)."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # a missing file seeds nothing; read_token_file says so
+    if mode & 0o077:
+        return (f"token_file {path} may be read by group or others (mode {stat.S_IMODE(mode):o}); "
+                f"run `chmod 600 {path}`")
+    return None
+
+
 def read_token_file(path: str | Path) -> Token | None:
     """A token saved as JSON: ``access_token``, and ``refresh_token``, ``expires_at``
     (epoch seconds or ISO 8601) or ``expires_in`` (from the file's modification time)."""
@@ -140,8 +174,8 @@ def read_token_file(path: str | Path) -> Token | None:
         log.warning("token file %s cannot be used: %s", path, type(exc).__name__)
         return None
     access = data.get("access_token") if isinstance(data, dict) else None
-    if not isinstance(access, str) or not access:
-        log.warning("token file %s has no access_token", path)
+    if not isinstance(access, str) or not access or flaw(access):
+        log.warning("token file %s has no usable access_token", path)
         return None
     refresh = data.get("refresh_token")
     return Token(
@@ -224,6 +258,9 @@ class OAuth2Authoriser:
         """Runs under the renewal lease: seed, refresh or fetch a new token."""
         name = self.profile.name
         if current is None and not self._seeded:
+            problem = token_file_problem(self.config.token_file or "")
+            if problem:
+                raise AuthError(f"profile {name!r}: {problem}", retryable=False)
             self._seeded = True
             seeded = read_token_file(self.config.token_file or "")
             if seeded is not None:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.authconfig import AUTH_KINDS, AuthConfig, read_auth
-from worker.durations import Rate, parse_duration_s, parse_rate
+from worker.durations import Rate, parse_duration_s, parse_rate, parse_size
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -48,6 +48,10 @@ class Backoff:
         return max(self.final_s, self.retry_after_max_s)
 
 
+#: The default ``max_body``: 10 MiB.
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Profile:
     """One API: where it lives and how jobs against it behave."""
@@ -70,6 +74,14 @@ class Profile:
     timeout_s: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    #: The largest answer a job may get, in bytes after decompression.
+    max_body: int = DEFAULT_MAX_BODY
+    #: Where redirects may lead: "base" (under base_url), "any", or URL prefixes.
+    follow_redirects: str | tuple[str, ...] = "base"
+    #: The cache follows the API's Cache-Control and Expires (up to ``cache_expire_s``).
+    cache_control: bool = False
+    #: The most pages one paginated job may fetch; a job's ``paginate.max_pages`` may only lower it.
+    max_pages: int = 1000
 
     @property
     def credential_headers(self) -> tuple[str, ...]:
@@ -148,6 +160,11 @@ class _Reader:
 
         return _VAR.sub(one, value)
 
+    @staticmethod
+    def variables(value: str) -> list[str]:
+        """Names of the ``${VAR}`` a setting's value uses."""
+        return _VAR.findall(value)
+
     def number(self, table: Mapping[str, Any], key: str, where: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -173,7 +190,8 @@ class _Reader:
         _only_keys(
             table,
             {"base_url", "rate_limit", "rate_burst", "rate_margin", "adaptive_rate", "concurrency",
-             "cache_expire", "timeout", "backoff", "auth"},
+             "cache_expire", "timeout", "backoff", "auth", "max_body", "follow_redirects",
+             "cache_control", "max_pages"},
             where,
             self.source,
         )
@@ -201,6 +219,13 @@ class _Reader:
         timeout_s = self.number(table, "timeout", where, 30.0)
         if timeout_s <= 0:
             raise self.fail(f"{where}.timeout", "must be more than 0 seconds")
+        try:
+            max_body = parse_size(table.get("max_body", DEFAULT_MAX_BODY))
+        except ValueError as exc:
+            raise self.fail(f"{where}.max_body", str(exc)) from None
+        cache_control = table.get("cache_control", False)
+        if not isinstance(cache_control, bool):
+            raise self.fail(f"{where}.cache_control", "must be true or false")
         return Profile(
             name=name,
             base_url=base_url,
@@ -213,7 +238,26 @@ class _Reader:
             timeout_s=timeout_s,
             backoff=self.backoff(table.get("backoff", {}), f"{where}.backoff"),
             auth=self.auth(table.get("auth", {}), f"{where}.auth", base_url),
+            max_body=max_body,
+            follow_redirects=self.redirects(table.get("follow_redirects", "base"), where),
+            cache_control=cache_control,
+            max_pages=self.whole(table, "max_pages", where, 1000, minimum=1) or 1000,
         )
+
+    def redirects(self, value: Any, where: str) -> str | tuple[str, ...]:
+        where = f"{where}.follow_redirects"
+        if value in ("base", "any"):
+            return str(value)
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, f'must be "base", "any" or a list of URL prefixes, not {value!r}')
+        prefixes = []
+        for item in value:
+            prefix = self.expand(item, where)
+            parts = urlsplit(prefix)
+            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+                raise self.fail(where, f"{prefix!r} is not an http(s) URL prefix with a host")
+            prefixes.append(prefix)
+        return tuple(prefixes)
 
     def base_url(self, url: str, where: str) -> str:
         parts = urlsplit(url)

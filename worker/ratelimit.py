@@ -9,6 +9,7 @@ exact in Lua's doubles, so the Python mirror (``gcra_step``) and the script agre
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,6 +27,12 @@ US = 1_000_000
 EPOCH_S_FLOOR = 1e9
 #: A ``Reset`` above this is an epoch timestamp in milliseconds.
 EPOCH_MS_FLOOR = 1e12
+#: No pause is ever set for longer than this, whatever asks for it (a profile's own cap,
+#: the seed's ``timeout``, is applied by ``worker.admission.Gate.after``).
+MAX_PAUSE_S = 86400.0
+#: A number in a rate-limit header: digits, perhaps a decimal part; "1e300", "nan" and
+#: "-1" are not numbers an API sends, so they count as absent.
+_HEADER_NUMBER = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,6})?$")
 
 # The clock every script uses: the caller's (tests) when given, else the server's.
 _CLOCK = """
@@ -56,8 +63,8 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
 if wait > tonumber(ARGV[4]) then return {wait, 0, 0} end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat))
-keep_until(KEYS[1], new_tat)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PXAT',
+           string.format('%.0f', math.ceil(new_tat / 1000)))
 if wait < 0 then wait = 0 end
 return {wait, 0, 1}
 """
@@ -175,11 +182,7 @@ def parse_ratelimit_headers(
 def _number(text: str) -> float | None:
     # Draft headers may list several windows ("0, 100;w=60"): the first is the binding one.
     head = text.split(",")[0].split(";")[0].strip().strip('"')
-    try:
-        value = float(head)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    return float(head) if _HEADER_NUMBER.match(head) else None
 
 
 def _first_number(lower: Mapping[str, str], names: tuple[str, ...]) -> float | None:
@@ -246,9 +249,12 @@ class RateLimiter:
         """Hold every request to a profile for ``seconds``; returns the pause now in force.
 
         A longer pause already set is kept: a second, shorter Retry-After must not let
-        the fleet loose early.
+        the fleet loose early. A wait that is not a finite number sets nothing, and no
+        pause is longer than ``MAX_PAUSE_S``: the key always expires.
         """
-        args = [max(0, math.ceil(seconds * US)), _now_arg(now_s)]
+        if not math.isfinite(seconds) or seconds < 0:
+            seconds = 0.0
+        args = [math.ceil(min(seconds, MAX_PAUSE_S) * US), _now_arg(now_s)]
         return int(self._pause(keys=[self.keys.pause(profile_name)], args=args)) / US
 
     def paused_for(self, profile_name: str, now_s: float | None = None) -> float:
@@ -293,7 +299,8 @@ class RateLimiter:
         remaining, reset_s = parse_ratelimit_headers(headers, time.time() if now_s is None else now_s)
         if remaining != 0 or not reset_s:
             return None
-        return self.pause(profile.name, reset_s, now_s)
+        # The fleet waits no longer than a job would for a Retry-After.
+        return self.pause(profile.name, min(reset_s, profile.backoff.retry_after_max_s), now_s)
 
     def describe(self, profile: Profile, now_s: float | None = None) -> dict[str, Any]:
         """The profile's limiter as a status command shows it (JSON-safe)."""

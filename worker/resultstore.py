@@ -13,6 +13,7 @@ from typing import Any
 from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 
+from worker.errors import WaitLater
 from worker.redisconn import is_redis_url, is_sentinel_url
 
 # KEYS: the task's meta key. ARGV: the meta (JSON), seconds to keep it (0: no expiry).
@@ -36,7 +37,14 @@ return 1
 
 
 class _KeepsFinished(RedisBackend):
-    """Stores a job's interim states only while it has not finished."""
+    """Stores a job's interim states only while it has not finished, and no wait as a retry."""
+
+    def mark_as_retry(self, task_id: str, exc: Any, traceback: Any = None, request: Any = None) -> Any:
+        if isinstance(exc, WaitLater):
+            # Waiting for the rate budget or a pause is no retry: the batch counters and
+            # Flower's task-retried event say what the job waits for; nothing to store.
+            return None
+        return super().mark_as_retry(task_id, exc, traceback, request)
 
     def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
         if state in states.READY_STATES:

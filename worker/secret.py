@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class Secret:
     """Holds a credential; ``str``/``repr`` show only a redacted form."""
@@ -34,3 +36,24 @@ def redact(value: str) -> str:
     if len(value) <= 8:
         return "***"
     return value[:3] + "***"
+
+
+def flaw(value: str) -> str | None:
+    """What makes a credential unusable as one header token, or None when it is clean.
+
+    A trailing newline (a Kubernetes secret made from a file, a CRLF env file) would
+    otherwise make every request fail with the whole value in the error text.
+    """
+    if any(ch.isspace() for ch in value):
+        return "contains whitespace (a stray newline or space at either end or inside)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "contains control characters"
+    return None
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret in ``secrets`` replaced, longest first, by ``[REDACTED]``."""
+    for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, "[REDACTED]")
+    return text

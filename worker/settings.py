@@ -11,11 +11,11 @@ from worker.redisconn import SentinelURL, is_redis_url, is_sentinel_url
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_ALIVE_FILE = "/tmp/reqworker-alive"
 
-#: Seconds an unacknowledged message may stay with a worker before Redis hands it
-#: to another. Recovery after a worker dies outright takes this long, so it is kept
-#: short; the worker refuses to start when a profile's longest countdown could
-#: outlast it (see ``worker.startup``).
-DEFAULT_VISIBILITY_TIMEOUT_S = 300
+#: Seconds after a worker's last sign of life before Redis hands the messages it held
+#: to another worker. A live worker renews its leases (``worker.transport``) and
+#: countdowns wait in Redis, not in workers, so this only bounds recovery after a
+#: worker dies outright; one attempt must still fit in it (``worker.startup``).
+DEFAULT_VISIBILITY_TIMEOUT_S = 40
 
 #: Seconds results and batch records are kept: long enough to fetch the results of
 #: an overnight sync days later.

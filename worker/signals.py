@@ -1,4 +1,4 @@
-"""Celery signal receivers: start-up checks and per-process set-up."""
+"""Celery signal receivers: start-up checks, per-process set-up, log format, metrics."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
+from worker import logformat
 from worker.alive import start_heartbeat
 from worker.preflight import EXIT_CONFIG, EXIT_SERVICE, ServiceError, startup_checks
 from worker.profiles import ProfileError
@@ -41,3 +49,29 @@ def _build_after_fork(**_: Any) -> None:
     reset()
     rt = runtime()
     log.info("reqworker process ready: profiles %s", ", ".join(sorted(rt.profiles)))
+
+
+@celeryd_init.connect
+def _log_from_the_start(**_: Any) -> None:
+    # Before Celery's own set-up, so its first warnings are in the chosen format too.
+    logformat.install(logformat.log_format())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _format_logs(logger: logging.Logger, **_: Any) -> None:
+    from celery.utils.log import get_multiprocessing_logger
+
+    fmt = logformat.log_format()
+    for each in (logger, get_multiprocessing_logger()):
+        if each is not None:
+            logformat.apply(each, fmt)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    from worker.metricserver import MetricsConfig, serve
+
+    config = MetricsConfig.from_env()
+    if config.port is not None:
+        serve(config, Settings.from_env())

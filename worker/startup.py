@@ -5,44 +5,43 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from worker.auth import renewal_lease_s
 from worker.profiles import Profile
 from worker.settings import Settings
 
-#: Seconds allowed, beyond a job's longest countdown and one attempt, for a due job to
-#: find a free slot in its worker.
-SLOT_MARGIN_S = 30.0
+#: Seconds allowed beyond one attempt's timeout for the work around it (reading the
+#: job, the rate budget, storing the result) before the message is acknowledged.
+ATTEMPT_MARGIN_S = 10.0
 
 
 class StartupError(RuntimeError):
     """The worker must not start; the message says what to change."""
 
 
-def longest_hold_s(profile: Profile) -> float:
-    """Seconds a worker may hold one message of this profile before acknowledging it.
+def longest_attempt_s(profile: Profile) -> float:
+    """Seconds one run of a job of this profile may hold its message: one attempt, with room.
 
-    Its longest countdown, a token renewal it may wait for or make, one attempt, and room.
+    Countdowns wait in Redis, not in a worker (``worker.transport``), and a live worker
+    renews the lease of the messages it holds, so nothing longer needs covering.
     """
-    renewal_s = renewal_lease_s(profile) if profile.auth.kind == "oauth2" else 0.0
-    return profile.backoff.longest_countdown_s + renewal_s + profile.timeout_s + SLOT_MARGIN_S
+    return profile.timeout_s + ATTEMPT_MARGIN_S
 
 
 def check_visibility(settings: Settings, profiles: Mapping[str, Profile]) -> None:
-    """Refuse a Redis broker whose visibility timeout a countdown could outlast.
+    """Refuse a Redis broker whose visibility timeout one attempt could outlast.
 
-    A message held longer than the timeout is handed to a second worker and runs twice.
+    Should a worker stop renewing its leases (stopped by a debugger or a frozen
+    container) while an attempt runs, Redis would hand the message to a second worker.
     """
     if not settings.broker_is_redis:
         return
     for profile in profiles.values():
-        hold_s = longest_hold_s(profile)
-        if hold_s >= settings.visibility_timeout_s:
+        hold_s = longest_attempt_s(profile)
+        if hold_s > settings.visibility_timeout_s:
             raise StartupError(
-                f"profile {profile.name!r}: a job may wait "
-                f"{profile.backoff.longest_countdown_s:.1f} s "
-                f"in a countdown and then hold a worker slot, with {SLOT_MARGIN_S:g} s of "
-                f"margin, for {hold_s:.1f} s, but the broker's visibility timeout is "
+                f"profile {profile.name!r}: one attempt may take {profile.timeout_s:g} s "
+                f"(its timeout) and, with {ATTEMPT_MARGIN_S:g} s of margin, hold a job for "
+                f"{hold_s:g} s, but the broker's visibility timeout is "
                 f"{settings.visibility_timeout_s} s: a job could run twice. Raise "
-                f"REQWORKER_VISIBILITY_TIMEOUT to {math.floor(hold_s) + 1} or more, or shorten this "
-                "profile's backoff."
+                f"REQWORKER_VISIBILITY_TIMEOUT to {math.ceil(hold_s)} or more, or lower this "
+                "profile's timeout."
             )

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 from celery import Task
+from celery.app import trace as celery_trace
 from celery.exceptions import Ignore
+from celery.exceptions import Retry as CeleryRetry
 from celery.states import READY_STATES
 
+from worker import metrics
 from worker.app import app
-from worker.errors import JobFailed, RetryLater
+from worker.errors import JobFailed, RetryLater, WaitLater
 from worker.executor import Done, JobContext, Progress, Retry
+from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, Job
+from worker.redact import shown_url
 from worker.runtime import runtime
 
 log = logging.getLogger("reqworker.task")
+
+# Celery logs up to 1 KB of every result at INFO, and a result holds the API's body:
+# log the job's summary (what Flower shows, credentials redacted) instead.
+celery_trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(kwargs)s"
 
 
 class RequestTask(Task):
@@ -34,6 +44,7 @@ class RequestTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                  einfo: Any) -> None:
+        release_retry(einfo)
         if kwargs.get("batch_id"):
             runtime().counters.retrying(kwargs["batch_id"], task_id)
 
@@ -43,7 +54,7 @@ def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
     try:
         return Job(**message).shown_arguments(batch_id)
     except TypeError:  # not a job message: show no more than where it went
-        summary = f"{message.get('api')} {message.get('method')} {message.get('url')}"
+        summary = f"{message.get('api')} {message.get('method')} {shown_url(str(message.get('url')))}"
         return json.dumps({"job": summary, "batch_id": batch_id})
 
 
@@ -52,13 +63,28 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     job_id = str(uuid.uuid4())
     message = job.to_message()
     if batch_id:
-        runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": message})
+        # The batch record shows the page; a credential in the API's next link stays out of it.
+        shown = {**message, "url": shown_url(job.url)}
+        runtime().counters.add_job(batch_id, {"id": job_id, "line": None, "job": shown})
     task.app.send_task(TASK_NAME, kwargs={"job": message, "batch_id": batch_id}, task_id=job_id,
                        kwargsrepr=job.shown_arguments(batch_id))
 
 
+def _broker_countdown(countdown_s: float) -> float:
+    """The countdown to ask Celery for, after sleeping off a sub-second one on RabbitMQ.
+
+    Celery's native delayed delivery (RabbitMQ) counts whole seconds and refuses a
+    countdown under one; a wait that short is slept here instead. On Redis every
+    countdown waits in Redis (``worker.transport``).
+    """
+    if 0 < countdown_s < 1 and not runtime().settings.broker_is_redis:
+        time.sleep(countdown_s)
+        return 0.0
+    return countdown_s
+
+
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
-          throws=(JobFailed,))
+          throws=(JobFailed,), resultrepr_maxsize=64)
 def request(
     self: Task,
     job: dict[str, Any],
@@ -75,6 +101,7 @@ def request(
         raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
+    metrics.ended(job, outcome)
     if isinstance(outcome, Done):
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
@@ -84,11 +111,19 @@ def request(
             log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
-        raise self.retry(
-            countdown=outcome.countdown_s,
-            kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
-            exc=RetryLater(outcome.reason),
-            # Celery would show the whole job again; Flower gets the summary, as at enqueue.
-            kwargsrepr=_flower_view(job, batch_id),
-        )
+        try:
+            raise self.retry(
+                countdown=_broker_countdown(outcome.countdown_s),
+                kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
+                exc=RetryLater(outcome.reason) if outcome.backoff else WaitLater(outcome.reason),
+                # Celery would show the whole job again; Flower gets the summary, as at enqueue.
+                kwargsrepr=_flower_view(job, batch_id),
+            )
+        except (CeleryRetry, Ignore):
+            raise
+        except Exception as exc:
+            # Celery raises Reject when the retry message cannot be sent; the job would
+            # then stay pending for ever and its batch never finish.
+            why = f"the retry could not be scheduled ({type(exc).__name__}); last: {outcome.reason}"
+            raise JobFailed(runtime().executor.unschedulable(job, outcome.progress, ctx, why)) from None
     raise JobFailed(outcome.record)

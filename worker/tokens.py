@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import redis
 
+from worker import metrics
 from worker.errors import AuthError
 from worker.keys import Keys
 from worker.secret import Secret, redact
@@ -220,6 +221,7 @@ class TokenStore:
         except AuthError as exc:
             self.remember_failure(exc)
             raise
+        metrics.token_renewed(self.profile)
         return self.save(token)
 
     @staticmethod

@@ -1,0 +1,193 @@
+"""reqworker's kombu Redis transport: waiting messages wait in Redis, not in workers.
+
+kombu's Redis transport hands a message with a future ETA to a worker at once, and the
+worker holds it unacknowledged until it is due (kombu#337): a countdown longer than
+the visibility timeout runs twice, a dead worker keeps its waiting jobs for that long,
+and one worker can hoard a whole waiting backlog. This transport differs in three ways:
+
+- **Parking.** A message published with a future ETA (a ``retry``, an
+  ``apply_async(countdown=…)``) is parked in a sorted set (``worker.parking``), and
+  every consuming worker moves due messages onto the queue on a timer.
+- **Leases.** A worker renews the visibility lease of every message it holds, so the
+  visibility timeout only decides how soon a dead worker's jobs come back.
+- **Poison.** A message that cannot be decoded, or is no reqworker job, is set aside
+  (``worker.deadletters``) with one log line instead of ending the worker.
+
+Chosen by ``broker_transport`` in ``celeryconfig`` for ``redis://``, ``rediss://`` and
+``unix://`` brokers; ``SentinelTransport`` is the same for ``sentinel://``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
+
+from worker.deadletters import DeadLetters, poison_reason
+from worker.parking import PARK_MIN_MS, Parking, delay_ms
+
+log = logging.getLogger("reqworker.transport")
+
+#: Longest sleep of the mover between two looks at the parked sets.
+IDLE_S = 1.0
+#: Shortest sleep of the mover: due messages are moved in small batches, never one call each;
+#: a reserved rate slot comes back early enough (``admission.EARLY_S``) to absorb it.
+MIN_SLEEP_S = 0.2
+
+# Woken when this process parks a message, so a short countdown is moved on time.
+_parked_soon = threading.Event()
+
+
+class _Keeper(threading.Thread):
+    """One per consuming channel: moves due messages, renews the leases of held ones."""
+
+    def __init__(self, channel: ParkingChannel) -> None:
+        super().__init__(name="reqworker-keeper", daemon=True)
+        self.channel = channel
+        self.stopped = threading.Event()
+        visibility = float(channel.visibility_timeout)
+        self.lease_every_s = max(1.0, visibility / 4)
+
+    def run(self) -> None:
+        parking = Parking(self.channel._create_client())
+        leases_due = 0.0
+        while not self.stopped.is_set():
+            sleep_s = IDLE_S
+            try:
+                _, next_s = parking.move_due(self.channel.parked_lists())
+                while next_s == 0.0 and not self.stopped.is_set():  # a backlog came due
+                    _, next_s = parking.move_due(self.channel.parked_lists())
+                if next_s is not None:
+                    sleep_s = min(max(next_s, MIN_SLEEP_S), IDLE_S)
+                if time.monotonic() >= leases_due:
+                    self.channel.renew_leases(parking.client)
+                    leases_due = time.monotonic() + self.lease_every_s
+            except Exception as exc:  # a Redis outage: the consumer reconnects; try again
+                log.warning("parked-message mover: %s: %s", type(exc).__name__, exc)
+                sleep_s = IDLE_S
+            if _parked_soon.wait(sleep_s):
+                _parked_soon.clear()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        _parked_soon.set()
+
+
+class ParkingChannel(kombu_redis.Channel):
+    """A kombu Redis channel that parks delayed messages and refuses poison."""
+
+    _keeper: _Keeper | None = None
+    _parking: Parking | None = None
+    #: Queues that carry reqworker jobs (transport option ``job_queues``): a message on
+    #: them that is no job is set aside. Other queues only need a readable envelope.
+    job_queues: tuple[str, ...] = ()
+    from_transport_options: tuple[str, ...] = (*kombu_redis.Channel.from_transport_options, "job_queues")  # type: ignore[assignment]
+
+    # -- publishing --------------------------------------------------------------
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        delay = delay_ms(message)
+        if delay < PARK_MIN_MS:
+            return super()._put(queue, message, **kwargs)
+        pri = self._get_message_priority(message, reverse=False)
+        if self._parking is None:
+            self._parking = Parking(self._create_client())
+        self._parking.park(self._q_for_pri(queue, pri), kombu_redis.dumps(message), delay)
+        if delay <= IDLE_S * 1000:
+            _parked_soon.set()
+
+    # -- consuming ---------------------------------------------------------------
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        ret = super().basic_consume(queue, *args, **kwargs)
+        if queue not in self._fanout_queues and self._keeper is None:
+            self._keeper = _Keeper(self)
+            self._keeper.start()
+        return ret
+
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+        super().close()
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # Recovering from a lost connection (a Sentinel failover), kombu closes the old
+        # channel after its connection, and closing asks for a pool the closed connection
+        # can no longer describe: an AttributeError, which ends the worker. A connection
+        # error instead is ignored by that recovery; the channel's unacknowledged
+        # messages come back after the visibility timeout.
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is already closed")
+        return super()._connparams(asynchronous)
+
+    def parked_lists(self) -> list[str]:
+        """The queue lists this channel consumes, whose parked messages it moves."""
+        queues = [q for q in list(self.active_queues) if q not in self._fanout_queues]
+        return list(dict.fromkeys(self._q_for_pri(q, pri) for q in queues for pri in self.priority_steps))
+
+    def renew_leases(self, client: Any) -> None:
+        """Mark every message this channel holds as just delivered, so Redis keeps it here.
+
+        ``XX`` only touches entries still in the index: an acknowledged message never
+        comes back.
+        """
+        tags = list(self.qos._delivered)
+        if tags:
+            now = time.time()
+            client.zadd(self.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's ``_brpop_read``, with poison set aside instead of raised."""
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            message, problem = poison_reason(item, job=dest in self.job_queues)
+            if problem is not None:
+                self._set_aside(dest, item, problem)
+                return True
+            self.connection._deliver(message, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+    def _set_aside(self, queue: str, raw: bytes, reason: str) -> None:
+        try:
+            with self.conn_or_acquire() as client:
+                DeadLetters(client).store(queue, raw, reason)
+        except self.connection_errors:
+            log.error("refused a message from queue %s (%s) and could not keep it: Redis is "
+                      "unreachable", queue, reason)
+            return
+        log.error("refused a message from queue %s: %s (%d bytes); it is kept for "
+                  "`reqworker dead-letters`", queue, reason, len(raw))
+
+
+class Transport(kombu_redis.Transport):
+    Channel = ParkingChannel
+
+
+class SentinelChannel(ParkingChannel, kombu_redis.SentinelChannel):
+    """The same channel, reaching its Redis through Sentinel."""
+
+    from_transport_options: tuple[str, ...] = (  # type: ignore[assignment]
+        *kombu_redis.SentinelChannel.from_transport_options, "job_queues")
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
