@@ -468,7 +468,7 @@ def dead_letters(limit: int, as_json: bool) -> None:
     if not settings.broker_is_redis:
         click.echo("reqworker: dead letters are kept only on a Redis broker", err=True)
         sys.exit(EXIT_USAGE)
-    total, entries = DeadLetters(redis.Redis.from_url(settings.broker_url)).read(settings.queue, limit)
+    total, entries = DeadLetters(command_client(settings.broker_url, settings)).read(settings.queue, limit)
     if as_json:
         for entry in entries:
             click.echo(json.dumps(entry))

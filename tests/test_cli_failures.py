@@ -58,6 +58,8 @@ def commands(tmp: Path, batch_id: str) -> dict[str, list[str]]:
         "watch": ["watch", batch_id],
         "retry-failed": ["retry-failed", batch_id],
         "limits": ["limits"],
+        "batches": ["batches"],
+        "dead-letters": ["dead-letters"],
         "request": ["request", "GET", "/x", "--api", "p", "--timeout", "5"],
         "worker": ["worker"],
         "flower": ["flower", "--port", "1"],
@@ -121,6 +123,11 @@ def full(tmp_path_factory: pytest.TempPathFactory
             for i in range(10_000):
                 direct.set(f"filler:{i}", b"x" * 10_000)
         yield env, batch_id, tmp
+
+
+def test_every_command_is_tried_here(tmp_path: Path) -> None:
+    # `demo` starts a Redis of its own, so it is the one command no URL can break.
+    assert set(commands(tmp_path, BATCH)) | {"demo"} == set(main.commands)
 
 
 def test_every_command_says_in_one_line_that_redis_is_down(stopped: str, tmp_path: Path) -> None:
