@@ -96,6 +96,12 @@ def test_celery_a_worker_app_refuses_what_reqworker_worker_refuses(stack: Stack)
     assert "Traceback" not in theirs.stderr + ours.stderr
     assert "REQWORKER_VISIBILITY_TIMEOUT" in theirs.stderr.strip().splitlines()[-1]
     assert theirs.stderr.strip().splitlines()[-1] == ours.stderr.strip()
+    unnamed = dict(stack.env, REQWORKER_REDIS_URL="sentinel://127.0.0.1:1")
+    theirs = subprocess.run([*CELERY_WORKER, "--pool", "threads"], env=unnamed, capture_output=True,
+                            text=True, timeout=120)
+    ours = run_cli(unnamed, "worker")
+    assert theirs.returncode == ours.returncode == 2
+    assert theirs.stderr.strip() == ours.stderr.strip() and "REQWORKER_SENTINEL_MASTER" in ours.stderr
     down = dict(stack.env, REQWORKER_REDIS_URL="redis://127.0.0.1:1/0")
     theirs = subprocess.run([*CELERY_WORKER, "--pool", "threads"], env=down, capture_output=True,
                             text=True, timeout=120)

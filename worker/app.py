@@ -6,7 +6,17 @@ the same settings, and the same start-up checks (``worker.signals``).
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
+
+from worker.settings import Settings, SettingsError
+
+try:
+    Settings.from_env()  # what celeryconfig reads: a bad setting is one line, not a traceback
+except SettingsError as exc:
+    print(f"reqworker: {exc}", file=sys.stderr)
+    sys.exit(2)  # as `reqworker worker` does for a bad configuration
 
 app = Celery("reqworker")
 app.config_from_object("celeryconfig")
