@@ -65,11 +65,14 @@ class BatchStore:
         keys: Keys,
         ttl_s: int,
         meta_key: Callable[[str], bytes | str],
+        url: str | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
         self._meta_key = meta_key
+        #: The URL of this store's Redis, when known (see ``RedisBulkPublisher.shares``).
+        self.url = url
 
     def create(self, batch_id: str, name: str | None) -> None:
         now = time.time()

@@ -77,7 +77,7 @@ def publish_noted(store: BatchStore, publisher: Publisher, batch_id: str,
     On a Redis broker that is also the batch's Redis (the default), both are one
     transaction, so an enqueue killed in between leaves no chunk in doubt.
     """
-    if isinstance(publisher, RedisBulkPublisher) and publisher.shares(store.client):
+    if isinstance(publisher, RedisBulkPublisher) and publisher.shares(store.url):
         pipe = store.client.pipeline(transaction=True)
         publisher.push(pipe, outgoing)
         store.published(batch_id, upto_line, count, pipe)

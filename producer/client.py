@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from celery import Celery
 
 from producer.batches import BatchStore, Enqueuing
@@ -22,6 +21,7 @@ from producer.recount import recount, settle
 from worker.jobs import parse_job
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
+from worker.redisconn import command_client
 from worker.settings import Settings
 
 #: Seconds a batch's counts may stand still before a follower checks the stored results
@@ -241,13 +241,14 @@ class Client:
         self.settings = settings
         self.profiles = profiles
         self.app = app or make_app(settings)
-        self.publisher = make_publisher(self.app, settings.broker_url)
+        self.publisher = make_publisher(self.app, settings)
         backend = self.app.backend
         self.store = BatchStore(
-            redis.Redis.from_url(settings.result_backend),
+            command_client(settings.result_backend, settings),
             Keys(settings.key_prefix),
             settings.result_expires_s,
             backend.get_key_for_task,
+            settings.result_backend,
         )
 
     @classmethod

@@ -20,6 +20,8 @@ import redis
 from celery import Celery
 
 from worker.jobs import TASK_NAME
+from worker.redisconn import command_client
+from worker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,12 @@ class CeleryPublisher:
 class RedisBulkPublisher:
     """Pushes task messages straight onto the queue's Redis list, a pipeline per chunk."""
 
-    def __init__(self, app: Celery, client: redis.Redis) -> None:
+    def __init__(self, app: Celery, client: redis.Redis, url: str | None = None) -> None:
         self.app = app
         self.client = client
         self.queue = app.conf.task_default_queue
+        #: The broker's URL, when known: ``shares`` compares it.
+        self.url = url
 
     def envelope(self, out: Outgoing) -> str:
         """The message exactly as kombu's Redis transport stores a published task."""
@@ -88,17 +92,13 @@ class RedisBulkPublisher:
         if messages:
             pipe.lpush(self.queue, *(self.envelope(out) for out in messages))
 
-    def shares(self, client: redis.Redis) -> bool:
-        """True when ``client`` talks to the same Redis database as this publisher."""
-        return _database(self.client) == _database(client)
+    def shares(self, url: str | None) -> bool:
+        """True when ``url`` is this publisher's Redis: the same URL, so surely the same database."""
+        return url is not None and url == self.url
 
 
-def _database(client: redis.Redis) -> tuple[Any, ...]:
-    where = client.connection_pool.connection_kwargs
-    return where.get("host"), where.get("port"), where.get("path"), where.get("db", 0)
-
-
-def make_publisher(app: Celery, broker_url: str) -> Publisher:
-    if broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBulkPublisher(app, redis.Redis.from_url(broker_url))
+def make_publisher(app: Celery, settings: Settings) -> Publisher:
+    if settings.broker_is_redis:
+        return RedisBulkPublisher(app, command_client(settings.broker_url, settings),
+                                  settings.broker_url)
     return CeleryPublisher(app)
