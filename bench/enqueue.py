@@ -157,9 +157,9 @@ def report(args: Any, runs: dict[str, list[float]], startup_s: float, memory: li
     ratio = rate[BULK] / rate[LOOP]
     lines = [
         f"## Bulk enqueue: {args.jobs:,} jobs to a local Redis\n",
-        f"Goal: `reqworker enqueue FILE` at >= {GOAL_RATIO:g}x a plain `send_task` loop with Celery's default "
-        f"settings (no sent events, one producer) in the same run, and >= {GOAL_JOBS_S:,} jobs/s to a local "
-        "Redis; flat memory.\n",
+        f"Goal: `reqworker enqueue FILE` at >= {GOAL_RATIO:g}x a plain `send_task` loop with Celery's "
+        f"default settings (no sent events, one producer) in the same run, and >= {GOAL_JOBS_S:,} jobs/s "
+        "to a local Redis; flat memory.\n",
         f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, `.venv/bin/python bench/enqueue.py "
         f"--jobs {args.jobs} --repeat {args.repeat} --rss-jobs {args.rss_jobs or '0'}`\n",
         header,

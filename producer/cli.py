@@ -59,8 +59,10 @@ def main() -> None:
 @main.command()
 @click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
               help="Jobs run at once by this worker.")
-@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
-              show_default=True, help="threads suits I/O-bound requests; prefork isolates jobs.")
+@click.option("--pool", type=click.Choice(["threads", "gevent", "prefork"]), default="threads",
+              show_default=True,
+              help="gevent (pip install 'reqworker[gevent]') for many slow requests: --concurrency 200; "
+                   "threads for a few fast ones: --concurrency 8 to 64; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
