@@ -107,22 +107,27 @@ def run_side(side: Side, api: SlowAPI, r: Any, env: dict[str, str], args: Any, t
         warm = [f"/warm/{tag}/{i}" for i in range(args.workers * 8)]
         if side.plain:
             wait_done(r, enqueue(app, side, prepare(side, [api.url + p for p in warm])), fleet, 0.05)
-            t0 = time.perf_counter()
+            cpu0, t0 = cpu(fleet), time.perf_counter()
             ids = enqueue(app, side, prepare(side, [api.url + p for p in paths]))
             failed = wait_done(r, ids, fleet, 0.05)
         else:
             client = Client.from_env()
             client.submit_many([side.kwargs(p) for p in warm]).batch.wait(poll_s=0.05, timeout_s=300)
-            t0 = time.perf_counter()
+            cpu0, t0 = cpu(fleet), time.perf_counter()
             counts = client.submit_many([side.kwargs(p) for p in paths]).batch.wait(poll_s=0.05,
                                                                                    timeout_s=900)
             failed = counts.failed
-        wall_s = time.perf_counter() - t0
+        wall_s, cpu_s = time.perf_counter() - t0, cpu(fleet) - cpu0
     finally:
         fleet.stop()
     if failed:
         raise RuntimeError(f"{side.name}: {failed} of {args.jobs} jobs failed; see {logdir}")
-    return {"jobs_s": args.jobs / wall_s, "wall_s": wall_s}
+    return {"jobs_s": args.jobs / wall_s, "wall_s": wall_s, "cpu_ms_job": 1000 * cpu_s / args.jobs}
+
+
+def cpu(fleet: Fleet) -> float:
+    """CPU seconds the fleet's worker processes have used so far."""
+    return sum(worker.cpu_s() for worker in fleet.workers)
 
 
 def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> str:
@@ -148,13 +153,14 @@ def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> s
         f"- seed: the sequential handler, one request at a time: 1 / {args.delay:g} s = {seed:.0f} jobs/s "
         "(computed, not run)",
         "- wall time from the first enqueue to the last stored result; median of the repeats\n",
-        "| side | jobs/s (median) | runs jobs/s | x seed | x best plain |",
-        "| --- | ---: | --- | ---: | ---: |",
-        f"| seed (sequential) | {seed:.0f} | | 1.0 | {seed / best_plain:.2f} |",
+        "| side | jobs/s (median) | runs jobs/s | worker CPU ms/job | x seed | x best plain |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+        f"| seed (sequential) | {seed:.0f} | | | 1.0 | {seed / best_plain:.2f} |",
     ]
     for name, rs in runs.items():
         each = ", ".join(f"{x['jobs_s']:.0f}" for x in rs)
-        lines.append(f"| {name} | {rate[name]:.0f} | {each} | {rate[name] / seed:.1f} "
+        cpu_ms = statistics.median(x["cpu_ms_job"] for x in rs)
+        lines.append(f"| {name} | {rate[name]:.0f} | {each} | {cpu_ms:.2f} | {rate[name] / seed:.1f} "
                      f"| {rate[name] / best_plain:.2f} |")
     ours = {name: v for name, v in rate.items() if name.startswith("reqworker")}
     if ours:
@@ -206,7 +212,7 @@ def main() -> int:
                 res = run_side(side, api, r, env, args, f"run{n}-{k}", Path(tmp.name))
                 runs[side.name].append(res)
                 print(f"run {n + 1}/{args.repeat} {side.name:<32} {res['jobs_s']:7.0f} jobs/s "
-                      f"(wall {res['wall_s']:.2f} s)", flush=True)
+                      f"(wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job)", flush=True)
         text = report(args, runs, header)
         write_section(SECTION, text, args.out)
         print(f"\n{text}\nwritten to {args.out}")
