@@ -61,8 +61,9 @@ def main() -> None:
               help="Jobs run at once by this worker.")
 @click.option("--pool", type=click.Choice(["threads", "gevent", "prefork"]), default="threads",
               show_default=True,
-              help="gevent (pip install 'reqworker[gevent]') for many slow requests: --concurrency 200; "
-                   "threads for a few fast ones: --concurrency 8 to 64; prefork isolates jobs.")
+              help="threads: --concurrency 8 for a fast API, 64 for a slow one (100 ms or more an "
+                   "answer); gevent (pip install 'reqworker[gevent]'): hundreds at once, e.g. "
+                   "--concurrency 200, for APIs that take seconds; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
