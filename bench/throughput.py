@@ -151,10 +151,20 @@ def prepare(side: Side, urls: list[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def enqueue(app: Any, side: Side, messages: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """One producer connection, one ``send_task`` per job: the same loop for every side."""
-    with app.producer_or_acquire() as producer:
-        for task_id, kwargs in messages:
-            app.send_task(side.task, kwargs=kwargs, task_id=task_id, producer=producer)
+    """A plain side: one ``send_task`` per job on one producer connection, as a user writes it.
+    reqworker: its own bulk publisher (``reqworker enqueue``'s), which, unlike ``send_task``,
+    subscribes to no result channel."""
+    if side.plain:
+        with app.producer_or_acquire() as producer:
+            for task_id, kwargs in messages:
+                app.send_task(side.task, kwargs=kwargs, task_id=task_id, producer=producer)
+    else:
+        from producer.publish import Outgoing, make_publisher
+        from worker.jobs import Job
+
+        publisher = make_publisher(app, app.conf.broker_url)
+        publisher.publish([Outgoing(task_id, kwargs, Job(**kwargs["job"]).shown_arguments(kwargs["batch_id"]))
+                           for task_id, kwargs in messages])
     return [task_id for task_id, _ in messages]
 
 
@@ -269,8 +279,10 @@ def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> s
         "`CachedSession(backend=\"redis\")` (requests-cache's defaults) on the same Redis",
         f"- wall time from the first enqueue to the last stored result (MGET poll every {args.poll:g} s); "
         "sides alternate; median of the repeats",
-        "- Redis commands per job: `INFO commandstats` calls before and after, all commands (the enqueue's "
-        "push, the worker's, the result) except the bench's own MGET polls and INFO",
+        "- enqueue: a `send_task` loop for the baselines (it also subscribes to each result's channel, "
+        "2 commands per job), reqworker's bulk publisher (`reqworker enqueue`'s) for reqworker",
+        "- Redis commands per job: `INFO commandstats` calls before and after, all commands (the enqueue, "
+        "the worker's, the result) except the bench's own MGET polls and INFO",
         "- API: bench/echo_server.py (asyncio, keep-alive, TCP_NODELAY) in its own process\n",
         "| side | jobs/s (median) | runs jobs/s | worker CPU ms/job | Redis commands/job | enqueue s "
         "| ratio to requests.get | ratio to CachedSession |",
