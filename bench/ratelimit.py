@@ -45,7 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, write_section  # noqa: E402
+from bench.results import RESULTS  # noqa: E402
+from bench.running import alternating, publish  # noqa: E402
 from bench.throughput import PY, Side, Worker, enqueue, machine, plain_app, prepare, wait_done  # noqa: E402
 from worker.profiles import Profile  # noqa: E402
 
@@ -334,19 +335,15 @@ def main() -> int:
         header = machine()
         order = sides(args)
         runs: dict[str, list[Outcome]] = {s.name: [] for s in order}
-        for n in range(args.repeat):
-            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
-                tag = f"run{n}-{k}"
-                o = one_run(app, r, api, side, env, args, tag, logdir)
-                runs[side.name].append(o)
-                print(f"run {n + 1}/{args.repeat} {side.name:<28} {o.achieved:6.1f} req/s "
-                      f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
-                      f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
-                      flush=True)
-        text = report(args, runs, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
+        for n, k, side in alternating(order, args.repeat):
+            tag = f"run{n}-{k}"
+            o = one_run(app, r, api, side, env, args, tag, logdir)
+            runs[side.name].append(o)
+            print(f"run {n + 1}/{args.repeat} {side.name:<28} {o.achieved:6.1f} req/s "
+                  f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
+                  f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
+                  flush=True)
+        return publish(SECTION, report(args, runs, header), args.out)
     finally:
         for stop in reversed(started):
             stop()

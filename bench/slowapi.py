@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ratelimit import Fleet  # noqa: E402
-from bench.results import RESULTS, write_section  # noqa: E402
+from bench.results import RESULTS  # noqa: E402
+from bench.running import alternating, publish  # noqa: E402
 from bench.throughput import PY, Side, enqueue, machine, plain_app, prepare, wait_done  # noqa: E402
 
 #: This script's section of RESULTS.md.
@@ -207,16 +208,12 @@ def main() -> int:
         wanted = [w.strip() for w in args.sides.split(",") if w.strip()]
         order = [s for s in all_sides(args) if not wanted or s.name.startswith(tuple(wanted))]
         runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in order}
-        for n in range(args.repeat):
-            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
-                res = run_side(side, api, r, env, args, f"run{n}-{k}", Path(tmp.name))
-                runs[side.name].append(res)
-                print(f"run {n + 1}/{args.repeat} {side.name:<32} {res['jobs_s']:7.0f} jobs/s "
-                      f"(wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job)", flush=True)
-        text = report(args, runs, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
+        for n, k, side in alternating(order, args.repeat):
+            res = run_side(side, api, r, env, args, f"run{n}-{k}", Path(tmp.name))
+            runs[side.name].append(res)
+            print(f"run {n + 1}/{args.repeat} {side.name:<32} {res['jobs_s']:7.0f} jobs/s "
+                  f"(wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job)", flush=True)
+        return publish(SECTION, report(args, runs, header), args.out)
     finally:
         for stop in reversed(started):
             stop()

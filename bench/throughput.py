@@ -38,7 +38,8 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, write_section  # noqa: E402
+from bench.results import RESULTS  # noqa: E402
+from bench.running import alternating, publish  # noqa: E402
 from producer.processes import stop_group  # noqa: E402
 
 GOAL = 0.9
@@ -360,19 +361,15 @@ def main() -> int:
         header = machine()
         order = sides(args.concurrency, args.loglevel)
         runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in order}
-        for n in range(args.repeat):
-            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
-                tag = f"run{n}-{k}"
-                res = one_run(apps, r, side, env, api, args, tag, Path(tmp.name))
-                runs[side.name].append(res)
-                extra = "".join(f", {k} {v:.1f}" for k, v in res.items() if k.startswith(("rerun", "paged")))
-                print(f"run {n + 1}/{args.repeat} {side.name:<30} {res['jobs_s']:7.0f} jobs/s "
-                      f"wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job, "
-                      f"{res['commands_job']:.1f} commands/job{extra}", flush=True)
-        text = report(args, runs, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
+        for n, k, side in alternating(order, args.repeat):
+            tag = f"run{n}-{k}"
+            res = one_run(apps, r, side, env, api, args, tag, Path(tmp.name))
+            runs[side.name].append(res)
+            extra = "".join(f", {k} {v:.1f}" for k, v in res.items() if k.startswith(("rerun", "paged")))
+            print(f"run {n + 1}/{args.repeat} {side.name:<30} {res['jobs_s']:7.0f} jobs/s "
+                  f"wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job, "
+                  f"{res['commands_job']:.1f} commands/job{extra}", flush=True)
+        return publish(SECTION, report(args, runs, header), args.out)
     finally:
         for stop in reversed(started):
             stop()
