@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set-up in one command, with nothing but Python 3.11+: `python3 dev.py demo` or `python3 dev.py test`.
 
-Creates ./.venv, installs reqworker into it (again only when pyproject.toml changed),
+Creates ./.venv, installs reqworker into it with the pinned versions of constraints.txt
+(again only when pyproject.toml or constraints.txt changed),
 then runs the demo, or the linter, the type checker and the whole test suite.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+CONSTRAINTS = ROOT / "constraints.txt"
 
 
 def ensure_venv(extra: str) -> None:
@@ -25,14 +27,16 @@ def ensure_venv(extra: str) -> None:
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extra.encode()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()
+                            + extra.encode()).hexdigest()
     stamp = VENV / ".reqworker-installed"
     if stamp.exists() and stamp.read_text() == digest:
         return
     print(f"installing reqworker[{extra}] into {VENV}", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f".[{extra}]"], check=True, cwd=ROOT)
+    # The versions the tests pass with (constraints.txt), not whatever is newest today.
+    subprocess.run([*pip, "-c", str(CONSTRAINTS), "-e", f".[{extra}]"], check=True, cwd=ROOT)
     stamp.write_text(digest)
 
 

@@ -26,8 +26,10 @@ import redis
 
 from worker.errors import AuthError
 from worker.keys import Keys
+from worker.preflight import ServiceError, check_redis, redis_failure
 from worker.profiles import Profile, ProfileError, load_profiles
-from worker.settings import Settings, SettingsError, redact_url
+from worker.redisconn import command_client
+from worker.settings import Settings, SettingsError
 from worker.tokens import Token, TokenStore
 
 #: Opens a URL in the user's browser; a test plays the browser instead.
@@ -170,18 +172,20 @@ def auth_command(ctx: click.Context, name: str, no_browser: bool, timeout_s: flo
         if name not in profiles:
             raise ProfileError(f"no profile {name!r} in {settings.apis_path}; "
                                f"known: {', '.join(sorted(profiles))}")
-        client = redis.Redis.from_url(settings.cache_url)
+        # Before the browser: a Redis that cannot take the token is said now, not after it.
+        check_redis(settings, roles=["cache"])
+        client = command_client(settings.cache_url, settings)
         store = TokenStore(client, Keys(settings.key_prefix), name)
         token = authorise_in_browser(profiles[name], store, opener=opener, timeout_s=timeout_s,
                                      say=lambda text: click.echo(text, err=True))
     except (ProfileError, SettingsError) as exc:
         click.echo(f"reqworker: {exc}", err=True)
         sys.exit(2)
-    except AuthError as exc:
+    except (AuthError, ServiceError) as exc:
         click.echo(f"reqworker: {exc}", err=True)
         sys.exit(1)
     except redis.RedisError as exc:
-        click.echo(f"reqworker: cannot store the token in Redis at "
-                   f"{redact_url(settings.cache_url)}: {type(exc).__name__}", err=True)
+        click.echo(f"reqworker: cannot store the token: "
+                   f"{redis_failure(settings.cache_url, exc)}", err=True)
         sys.exit(1)
     click.echo(f"profile {name}: token {token.describe(time.time())} stored for every worker")

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, TextIO
 
 import click
 import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from producer.authflow import auth_command
 from producer.batches import BatchNotFound
@@ -20,8 +21,11 @@ from producer.client import Batch, Client, Counts, SubmitReport
 from producer.jsonl import read_jobs, read_lines
 from producer.progress import ProgressView, ResultsBar, bar_text
 from worker.jobs import JobError
+from worker.preflight import ServiceError, check_redis, redis_failure, startup_checks
 from worker.profiles import ProfileError, load_profiles
+from worker.redisconn import command_client
 from worker.settings import Settings, SettingsError, redact_url
+from worker.startup import StartupError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -33,30 +37,46 @@ def _friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ProfileError, SettingsError, JobError, BatchNotFound) as exc:
+        except (ProfileError, SettingsError, JobError, BatchNotFound, StartupError) as exc:
             click.echo(f"reqworker: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-        except redis.ConnectionError as exc:
-            url = redact_url(Settings.from_env().result_backend)
-            click.echo(f"reqworker: cannot reach Redis at {url}: {exc}", err=True)
+        except ServiceError as exc:
+            click.echo(f"reqworker: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        except redis.RedisError as exc:
+            click.echo(f"reqworker: {_where(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
+        except KombuOperationalError as exc:
+            # a broker that is not Redis (RabbitMQ) is down or refuses the login
+            url = redact_url(Settings.from_env().broker_url)
+            click.echo(f"reqworker: broker at {url}: {type(exc).__name__}: {exc}", err=True)
             sys.exit(EXIT_FAILED)
 
     return wrapper
 
 
+def _where(exc: redis.RedisError) -> str:
+    """A Redis failure with the Redis it came from: the deployment's only one, or each of them."""
+    urls = sorted(set(Settings.from_env().redis_urls().values()))
+    return redis_failure(" or ".join(urls), exc)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reqworker", prog_name="reqworker")
 def main() -> None:
     """Run HTTP API requests as background jobs on Celery workers.
 
     Configuration comes from the environment: REQWORKER_REDIS_URL (default
-    redis://127.0.0.1:6379/0), REQWORKER_BROKER_URL, REQWORKER_RESULT_BACKEND,
-    REQWORKER_CACHE_URL, and REQWORKER_APIS (default ./apis.toml) for the API profiles.
+    redis://127.0.0.1:6379/0; sentinel://… with REQWORKER_SENTINEL_MASTER),
+    REQWORKER_BROKER_URL, REQWORKER_RESULT_BACKEND, REQWORKER_CACHE_URL, and
+    REQWORKER_APIS (default ./apis.toml) for the API profiles.
 
-    Exit codes: 0 success; 1 some jobs failed or a command failed; 2 bad usage or input.
+    Exit codes: 0 success; 1 some jobs failed or a command failed (Redis down, full,
+    or refusing the password); 2 bad usage or input.
     """
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": False})
 @click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
               help="Jobs run at once by this worker.")
 @click.option("--pool", type=click.Choice(["threads", "gevent", "prefork"]), default="threads",
@@ -73,23 +93,23 @@ def main() -> None:
               help="Serve Prometheus metrics on this port (each worker on a host needs its own).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True,
               envvar="REQWORKER_METRICS_ADDRESS", help="Address the metrics are served on.")
+@click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
 @_friendly
 def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str, log_format: str,
-           metrics_port: int | None, metrics_address: str) -> None:
+           metrics_port: int | None, metrics_address: str, celery_options: tuple[str, ...]) -> None:
     """Start a Celery worker that runs request jobs.
 
-    It refuses to start when a profile's longest retry countdown could outlast the
-    broker's visibility timeout (REQWORKER_VISIBILITY_TIMEOUT), since such a job
-    could run twice. With --metrics-port it serves Prometheus metrics at /metrics.
-    """
-    from worker.startup import StartupError, check_visibility
+    Options after `--` go to `celery worker` as they are, e.g.
+    `reqworker worker -- --without-gossip --autoscale=16,2`.
+    With --metrics-port it serves Prometheus metrics at /metrics.
 
+    It refuses to start (exit 2) when a profile's longest retry countdown could
+    outlast the broker's visibility timeout (REQWORKER_VISIBILITY_TIMEOUT), since such
+    a job could run twice, and (exit 1) when a Redis it needs cannot be reached or
+    refuses writes.
+    """
     settings = Settings.from_env()
-    try:
-        check_visibility(settings, load_profiles(settings.apis_path))
-    except StartupError as exc:
-        click.echo(f"reqworker: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    startup_checks(settings)
     env = {**os.environ, "REQWORKER_LOG_FORMAT": log_format}
     env.update(_metrics_env(metrics_port, metrics_address))
     argv = [sys.executable, "-m", "celery", *(["--quiet"] if log_format == "json" else []),
@@ -97,6 +117,7 @@ def worker(concurrency: int, pool: str, hostname: str | None, loglevel: str, log
             "--concurrency", str(concurrency), "--pool", pool, "--loglevel", loglevel, "-E"]
     if hostname:
         argv += ["--hostname", hostname]
+    argv += celery_options
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
@@ -290,7 +311,7 @@ def limits(as_json: bool) -> None:
 
     settings = Settings.from_env()
     profiles = load_profiles(settings.apis_path, with_secrets=False)
-    limiter = RateLimiter(redis.Redis.from_url(settings.cache_url), Keys(settings.key_prefix))
+    limiter = RateLimiter(command_client(settings.cache_url, settings), Keys(settings.key_prefix))
     for profile in profiles.values():
         state = limiter.describe(profile)
         if as_json:
@@ -407,6 +428,7 @@ def flower(port: int, address: str) -> None:
     """
     from producer.flower import exec_flower, plan_flower
 
+    check_redis(Settings.from_env())
     plan = plan_flower(port, address)
     for notice in plan.notices:
         click.echo(f"reqworker: {notice}", err=True)
@@ -449,7 +471,7 @@ def dead_letters(limit: int, as_json: bool) -> None:
     if not settings.broker_is_redis:
         click.echo("reqworker: dead letters are kept only on a Redis broker", err=True)
         sys.exit(EXIT_USAGE)
-    total, entries = DeadLetters(redis.Redis.from_url(settings.broker_url)).read(settings.queue, limit)
+    total, entries = DeadLetters(command_client(settings.broker_url, settings)).read(settings.queue, limit)
     if as_json:
         for entry in entries:
             click.echo(json.dumps(entry))

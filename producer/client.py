@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from celery import Celery
 
 from producer.batches import BatchStore
@@ -21,6 +20,7 @@ from producer.records import decode_meta, record_of
 from worker.jobs import Job, JobError, parse_job
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
+from worker.redisconn import command_client
 from worker.settings import Settings
 
 #: Jobs recorded and published per step of a bulk submit.
@@ -187,10 +187,10 @@ class Client:
         self.settings = settings
         self.profiles = profiles
         self.app = app or make_app(settings)
-        self.publisher = make_publisher(self.app, settings.broker_url)
+        self.publisher = make_publisher(self.app, settings)
         backend = self.app.backend
         self.store = BatchStore(
-            redis.Redis.from_url(settings.result_backend),
+            command_client(settings.result_backend, settings),
             Keys(settings.key_prefix),
             settings.result_expires_s,
             backend.get_key_for_task,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -40,22 +41,33 @@ class LocalRedis:
     """A redis-server of our own, stopped with its owner.
 
     It keeps nothing on disk unless ``persist``: then it keeps an append-only file, as
-    deploy/redis.conf does, and ``restart`` brings the data back.
+    deploy/redis.conf does, and ``restart`` brings the data back. ``args`` are more
+    redis-server options (``--replicaof``, ``--requirepass``…); ``sentinel`` lines make
+    it a Sentinel (``redis-server CONF --sentinel``) instead.
     """
 
-    def __init__(self, port: int | None = None, *, persist: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, persist: bool = False,
+                 args: Sequence[str] = (), sentinel: Sequence[str] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.persist = persist
         self._dir = tempfile.TemporaryDirectory(prefix="reqworker-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._args = list(args)
+        self._sentinel = sentinel
+
+    def _command(self) -> list[str]:
+        common = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir.name,
+                  "--daemonize", "no", "--loglevel", "warning"]
+        if self._sentinel is not None:
+            conf = Path(self._dir.name) / "sentinel.conf"  # Sentinel rewrites it as it learns
+            conf.write_text("".join(f"{line}\n" for line in self._sentinel))
+            return [find_redis_server(), str(conf), "--sentinel", *common, *self._args]
+        return [find_redis_server(), *common, "--save", "",
+                "--appendonly", "yes" if self.persist else "no", *self._args]
 
     def start(self, timeout_s: float = 20.0) -> LocalRedis:
-        args = [
-            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "yes" if self.persist else "no",
-            "--dir", self._dir.name, "--daemonize", "no", "--loglevel", "warning",
-        ]
+        args = self._command()
         self._proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
@@ -68,12 +80,20 @@ class LocalRedis:
             try:
                 if client.ping():
                     return self
+            except redis.AuthenticationError:
+                return self  # it answers, and wants a password (--requirepass)
             except redis.ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not answer on port {self.port}")
             time.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9: the server dies at once, as in a crash."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
     def _end(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

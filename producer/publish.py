@@ -20,6 +20,8 @@ import redis
 from celery import Celery
 
 from worker.jobs import TASK_NAME
+from worker.redisconn import command_client
+from worker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class RedisBulkPublisher:
             self.client.lpush(self.queue, *(self.envelope(out) for out in messages))
 
 
-def make_publisher(app: Celery, broker_url: str) -> Publisher:
-    if broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBulkPublisher(app, redis.Redis.from_url(broker_url))
+def make_publisher(app: Celery, settings: Settings) -> Publisher:
+    if settings.broker_is_redis:
+        return RedisBulkPublisher(app, command_client(settings.broker_url, settings))
     return CeleryPublisher(app)

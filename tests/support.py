@@ -40,13 +40,15 @@ class WorkerProcess:
     started: ClassVar[list[WorkerProcess]] = []
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *, concurrency: int = 4,
-                 pool: str = "threads", hostname: str | None = None) -> None:
+                 pool: str = "threads", hostname: str | None = None,
+                 command: list[str] | None = None) -> None:
+        """``command`` replaces ``reqworker worker …`` (``celery -A worker.app worker``)."""
         self.log_path = log_path
         # A node name of its own: two workers named alike clash on RabbitMQ (exclusive
         # control queues) and confuse Flower.
         hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
-        args = [*REQWORKER, "worker", "--concurrency", str(concurrency), "--pool", pool,
-                "--hostname", hostname]
+        args = command or [*REQWORKER, "worker", "--concurrency", str(concurrency),
+                           "--pool", pool, "--hostname", hostname]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

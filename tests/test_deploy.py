@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -38,7 +37,9 @@ from producer.localredis import LocalRedis, find_redis_server, free_port
 from producer.loopback_api import LoopbackAPI
 from tests.conftest import REPO
 from tests.stack import Stack, make_stack
+from tests.support import eventually
 from tests.test_flower_e2e import FlowerProcess
+from worker.preflight import shutdown_grace_s
 from worker.profiles import load_profiles
 from worker.settings import Settings
 from worker.startup import check_visibility
@@ -48,15 +49,21 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
 ENV_EXAMPLE = DEPLOY / "reqworker.env.example"
+REDIS_ENV_EXAMPLE = DEPLOY / "redis.env.example"
 FLOWER_PORT = 5555
 #: The port workers serve their Prometheus metrics on in compose and Kubernetes.
 METRICS_PORT = 9808
 GRAFANA = DEPLOY / "grafana"
 PROMETHEUS = DEPLOY / "prometheus"
-#: Beyond one attempt (a profile's ``timeout``), what a stopping worker is given to finish.
-GRACE_MARGIN_S = 30.0
 #: Variables of Python itself that the image may set.
 PYTHON_ENV = frozenset({"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
+#: Redis' password (redis.env) and the variable redis-cli logs in with.
+REDIS_ENV = frozenset({"REDIS_PASSWORD", "REDISCLI_AUTH"})
+#: Share of a Redis' memory limit its maxmemory may take (the rest: fork copy-on-write,
+#: client buffers, fragmentation).
+MAXMEMORY_SHARE = 0.75
+#: Operators' filled-in copies of the examples: never in git, not read by these tests.
+FILLED_IN = frozenset({"reqworker.env", "redis.env", ".env"})
 
 
 # --- reading the files ----------------------------------------------------------------------
@@ -130,7 +137,7 @@ def check_env_names(names: Iterable[str], where: str) -> None:
         elif name.startswith("FLOWER_"):
             assert is_flower_option(name), f"{where}: Flower has no option {name}"
         else:
-            assert name in secrets | PYTHON_ENV, \
+            assert name in secrets | PYTHON_ENV | REDIS_ENV, \
                 f"{where}: {name} is neither a reqworker setting nor a secret apis.toml names"
 
 
@@ -161,9 +168,27 @@ def deploy_profiles() -> dict[str, Any]:
 
 
 def grace_needed_s() -> float:
-    """A stopping worker must be able to finish the longest single attempt, with room."""
-    longest = max(p.timeout_s for p in deploy_profiles().values())
-    return max(longest + GRACE_MARGIN_S, 2 * longest)
+    """A stopping worker must be able to finish the longest job run of the profiles, with room."""
+    return shutdown_grace_s(deploy_profiles())
+
+
+def redis_password() -> str:
+    return env_file(REDIS_ENV_EXAMPLE)["REDIS_PASSWORD"]
+
+
+def interpolate(text: str) -> str:
+    """What compose (${REDIS_PASSWORD:?…}) and Kubernetes ($(REDIS_PASSWORD)) make of a value."""
+    text = re.sub(r"\$\{REDIS_PASSWORD(:\?[^}]*)?\}", redis_password(), text)
+    return text.replace("$(REDIS_PASSWORD)", redis_password())
+
+
+def parse_bytes(value: str) -> int:
+    """'768mb', '1g', '1Gi', '512Mi' -> bytes (Redis, compose and Kubernetes units)."""
+    match = re.fullmatch(r"(\d+)\s*([kmgKMG]i?[bB]?)?", value.strip())
+    assert match, f"not a size: {value!r}"
+    unit = (match.group(2) or "").lower().rstrip("b")
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "ki": 1, "mi": 2, "gi": 3}[unit]
+    return int(match.group(1)) * 1024 ** power
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -181,7 +206,7 @@ def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.partition("=")[::2] for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): interpolate(str(v)) for k, v in env.items()}
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -271,7 +296,9 @@ def k8s_generated(kind: str) -> dict[str, dict[str, Any]]:
 def k8s_env_file(name: str) -> Path:
     """A generator's env file: k8s/reqworker.env is the operator's copy of the example."""
     path = K8S / name
-    return ENV_EXAMPLE if name == "reqworker.env" and not path.exists() else path
+    if path.exists():
+        return path
+    return {"reqworker.env": ENV_EXAMPLE, "redis.env": REDIS_ENV_EXAMPLE}.get(name, path)
 
 
 def k8s_config_env() -> dict[str, str]:
@@ -294,7 +321,7 @@ def test_every_deploy_file_is_one_these_tests_read() -> None:
     readers = {".yml", ".yaml", ".service", ".toml", ".conf", ".md", ".example", ".json"}
     names = {"Dockerfile", ".gitignore"}
     for path in DEPLOY.rglob("*"):
-        if path.is_file() and path.name not in ("reqworker.env",):
+        if path.is_file() and path.name not in FILLED_IN:
             assert path.suffix in readers or path.name in names, f"unchecked file {path}"
 
 
@@ -306,8 +333,14 @@ def test_every_yaml_file_parses() -> None:
 
 
 def test_filled_in_secrets_are_kept_out_of_git() -> None:
-    ignored = (DEPLOY / ".gitignore").read_text().split()
-    assert "reqworker.env" in ignored and "k8s/reqworker.env" in ignored
+    def patterns(path: Path) -> set[str]:
+        return {line.strip() for line in path.read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+
+    ignored = patterns(DEPLOY / ".gitignore")
+    assert {"reqworker.env", "redis.env", ".env", "k8s/reqworker.env", "k8s/redis.env"} <= ignored
+    docker = patterns(ROOT / ".dockerignore")
+    assert {f"deploy/{name}" for name in ignored} <= docker, "secrets must stay out of the image"
 
 
 # --- profiles and environment ---------------------------------------------------------------
@@ -369,6 +402,36 @@ def test_the_image_copies_everything_the_package_build_needs() -> None:
             assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
             copied.add(source.rstrip("/"))
     assert needed <= copied, f"Dockerfile does not copy {sorted(needed - copied)}"
+
+
+def test_the_image_installs_pinned_dependencies_before_the_source() -> None:
+    steps = dockerfile()
+    stages: list[list[tuple[str, str]]] = []
+    for word, args in steps:
+        if word == "FROM":
+            stages.append([])
+        stages[-1].append((word, args))
+    build, final = stages[0], stages[-1]
+
+    def first(stage: list[tuple[str, str]], test: Any) -> int:
+        return next(i for i, step in enumerate(stage) if test(step))
+
+    source = first(build, lambda s: s[0] == "COPY" and ("worker/" in s[1] or "producer/" in s[1]))
+    deps = first(build, lambda s: s[0] == "RUN" and "-c constraints.txt" in s[1])
+    assert deps < source, "dependencies must be installed before the source is copied"
+    for word, args in build[:deps]:
+        if word == "COPY":
+            assert set(args.split()[:-1]) <= {"pyproject.toml", "constraints.txt"}, args
+    # The build's own way of listing the dependencies gives pyproject's list.
+    script = re.search(r'python -c "(.*?)" > requirements.txt', build[deps][1])
+    assert script
+    listed = subprocess.run([sys.executable, "-c", script.group(1)],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert listed == [r.replace(" ", "") for r in
+                      tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    installs = [i for i, (w, a) in enumerate(final) if w == "RUN" and "pip install" in a]
+    app = first(final, lambda s: s[0] == "COPY" and "/app" in s[1])
+    assert installs[0] < app < installs[1], "the final image installs dependencies first, too"
 
 
 def test_the_image_runs_reqworker_as_a_numeric_non_root_user() -> None:
@@ -535,7 +598,8 @@ def test_kustomization_lists_every_manifest_and_file() -> None:
 
 
 def test_k8s_objects_are_well_formed() -> None:
-    known = {("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service")}
+    known = {("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"),
+             ("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget")}
     for obj in k8s_objects():
         assert (obj["apiVersion"], obj["kind"]) in known, obj.get("kind")
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
@@ -596,8 +660,58 @@ def test_k8s_workers_stop_gracefully() -> None:
     worker = k8s_object("Deployment", "reqworker-worker")["spec"]
     assert worker["template"]["spec"]["terminationGracePeriodSeconds"] >= grace_needed_s()
     assert worker["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_k8s_worker_liveness_asks_neither_the_broker_nor_the_fleet() -> None:
     probe = k8s_container("reqworker-worker", "worker")["livenessProbe"]
-    assert probe["timeoutSeconds"] > 10, "the ping waits up to 10 s"
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "worker.alive"]
+    assert not any(word in " ".join(command) for word in ("inspect", "ping", "celery", "redis"))
+    max_age_s = float(command[command.index("--max-age") + 1])
+    # A stale heartbeat, not a slow probe, is what fails it; the heartbeat is far more frequent.
+    from worker.alive import EVERY_S
+    assert max_age_s >= 4 * EVERY_S and probe["timeoutSeconds"] >= 5
+    assert "readinessProbe" not in k8s_container("reqworker-worker", "worker")
+
+
+def test_k8s_a_disruption_budget_keeps_workers_running_through_a_drain() -> None:
+    budget = k8s_object("PodDisruptionBudget", "reqworker-worker")["spec"]
+    worker = k8s_object("Deployment", "reqworker-worker")["spec"]
+    labels = worker["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert budget.get("maxUnavailable") == 1 and "minAvailable" not in budget
+    assert worker["replicas"] > budget["maxUnavailable"], "a drain must leave a worker running"
+
+
+def test_k8s_only_pods_that_use_redis_may_reach_it() -> None:
+    policy = k8s_object("NetworkPolicy", "redis-reqworker-only")["spec"]
+    redis_pod = k8s_object("StatefulSet", "redis")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    [source] = rule["from"]
+    admitted = source["podSelector"]["matchLabels"]
+    assert set(source) == {"podSelector"}, "no namespace-wide or IP-wide admission"
+    port = next(p for p in redis_pod["spec"]["containers"][0]["ports"] if p["name"] == "redis")
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    for deployment in ("reqworker-worker", "reqworker-flower"):
+        pod = k8s_object("Deployment", deployment)["spec"]["template"]
+        assert admitted.items() <= pod["metadata"]["labels"].items(), f"{deployment} is shut out"
+    assert not admitted.items() <= redis_pod["metadata"]["labels"].items()
+
+
+def test_k8s_secret_key_references_exist() -> None:
+    secrets = k8s_generated("Secret")
+    for obj in k8s_objects():
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                keys = {k for name in secrets[ref["name"]]["envs"] for k in env_file(k8s_env_file(name))}
+                assert ref["key"] in keys, f"{obj['metadata']['name']}: no {ref['key']} in {ref['name']}"
 
 
 def test_k8s_flower_is_one_replica_behind_a_service_prometheus_can_find() -> None:
@@ -616,10 +730,23 @@ def test_k8s_flower_is_one_replica_behind_a_service_prometheus_can_find() -> Non
         assert container[probe]["httpGet"]["path"] == "/healthcheck"
 
 
-def test_k8s_redis_serves_the_url_the_pods_use() -> None:
-    url = k8s_config_env()["REQWORKER_REDIS_URL"]
+def k8s_container_env(deployment: str, container: str) -> dict[str, str]:
+    """A container's own env entries, as Kubernetes expands them (the example password)."""
+    env: dict[str, str] = {}
+    for entry in k8s_container(deployment, container).get("env", []):
+        env[entry["name"]] = interpolate(entry["value"]) if "value" in entry else redis_password()
+    return env
+
+
+def test_k8s_redis_serves_the_url_the_pods_use_with_its_password() -> None:
     service = k8s_object("Service", "redis")
-    assert url.startswith(f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/")
+    host_port = f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    for deployment, container in (("reqworker-worker", "worker"), ("reqworker-flower", "flower")):
+        env = k8s_container_env(deployment, container)
+        # declared before use, or Kubernetes leaves $(REDIS_PASSWORD) as it is
+        names = [e["name"] for e in k8s_container(deployment, container)["env"]]
+        assert names.index("REDIS_PASSWORD") < names.index("REQWORKER_REDIS_URL")
+        assert env["REQWORKER_REDIS_URL"] == f"redis://:{redis_password()}@{host_port}/0"
 
 
 # --- README -------------------------------------------------------------------------------------
@@ -804,27 +931,43 @@ def test_the_dashboard_is_well_formed_grafana() -> None:
 # --- what can run here: Redis with the deploy settings -----------------------------------------
 
 
+def k8s_redis_container() -> dict[str, Any]:
+    pod = k8s_object("StatefulSet", "redis")["spec"]["template"]["spec"]
+    found: dict[str, Any] = next(c for c in pod["containers"] if c["name"] == "redis")
+    return found
+
+
 def _redis_variants() -> dict[str, list[str]]:
-    """The arguments each deployment gives redis-server."""
+    """The arguments each deployment gives redis-server, with the example password in place."""
     compose_cmd = compose()["services"]["redis"]["command"]
-    k8s_args = next(c for c in k8s_object("StatefulSet", "redis")["spec"]["template"]["spec"][
-        "containers"] if c["name"] == "redis")["args"]
+    k8s_args = k8s_redis_container()["args"]
     systemd = shlex.split(units()["reqworker-redis.service"]["Service"]["ExecStart"][-1])
     conf = str(DEPLOY / "redis.conf")
-    return {"compose": [conf, *compose_cmd[2:]], "k8s": k8s_args[1:],
-            "systemd": [conf, *systemd[2:]]}
+    variants = {"compose": [conf, *compose_cmd[2:]], "k8s": k8s_args[1:],
+                "systemd": [conf, *systemd[2:]]}
+    return {name: [interpolate(a) for a in args] for name, args in variants.items()}
+
+
+def _redis_memory_limits() -> dict[str, int]:
+    """The memory limit each deployment puts on Redis, in bytes."""
+    return {
+        "compose": parse_bytes(compose()["services"]["redis"]["mem_limit"]),
+        "k8s": parse_bytes(k8s_redis_container()["resources"]["limits"]["memory"]),
+        "systemd": parse_bytes(units()["reqworker-redis.service"]["Service"]["MemoryMax"][-1]),
+    }
 
 
 class RedisWith:
     """redis-server with a deployment's arguments, moved to a free loopback port and a temp dir."""
 
-    def __init__(self, args: list[str], data_dir: Path) -> None:
+    def __init__(self, args: list[str], data_dir: Path, password: str | None = None) -> None:
         self.port = free_port()
         overrides = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
                      "--daemonize", "no", "--loglevel", "warning"]
         self.proc = subprocess.Popen([find_redis_server(), *args, *overrides],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.client = redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True)
+        self.client = redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True,
+                                  password=password)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -845,22 +988,93 @@ class RedisWith:
 
 
 @pytest.mark.parametrize("variant", ["compose", "k8s", "systemd"])
-def test_redis_settings_keep_jobs_across_a_restart(variant: str, tmp_path: Path) -> None:
+def test_redis_settings_keep_jobs_across_a_restart_behind_a_password(variant: str,
+                                                                     tmp_path: Path) -> None:
     args = _redis_variants()[variant]
-    first = RedisWith(args, tmp_path)
+    first = RedisWith(args, tmp_path, password=redis_password())
     try:
         config = first.client.config_get("*")
         assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
         assert config["maxmemory-policy"] == "noeviction"
         assert config["save"].strip(), "RDB snapshots for backups"
+        # Redis refuses writes before its container (or unit) is killed for memory.
+        maxmemory = int(config["maxmemory"])
+        assert 0 < maxmemory <= MAXMEMORY_SHARE * _redis_memory_limits()[variant], variant
         first.client.lpush("reqworker", "a queued job")
+        # No one without the password reads the tokens.
+        stranger = redis.Redis(port=first.port, socket_connect_timeout=0.5)
+        with pytest.raises(redis.AuthenticationError):
+            stranger.get("reqworker:token:example")
     finally:
         first.stop()
-    second = RedisWith(args, tmp_path)
+    second = RedisWith(args, tmp_path, password=redis_password())
     try:
         assert second.client.lrange("reqworker", 0, -1) == ["a queued job"]
     finally:
         second.stop()
+
+
+def test_redis_healthchecks_log_in_with_the_password() -> None:
+    service = compose()["services"]["redis"]
+    assert compose_env(service)["REDISCLI_AUTH"] == redis_password()
+    env = {e["name"]: e for e in k8s_redis_container()["env"]}
+    assert env["REDISCLI_AUTH"]["valueFrom"] == env["REDIS_PASSWORD"]["valueFrom"]
+    assert k8s_redis_container()["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+
+
+def test_every_url_carries_the_one_redis_password() -> None:
+    """compose, systemd (reqworker.env) and Kubernetes reach Redis with redis.env's password."""
+    urls = [compose_env(compose()["services"][name])["REQWORKER_REDIS_URL"]
+            for name in ("worker", "flower")]
+    urls.append(example_env()["REQWORKER_REDIS_URL"])
+    urls.append(k8s_container_env("reqworker-worker", "worker")["REQWORKER_REDIS_URL"])
+    for url in urls:
+        assert redis.connection.parse_url(url)["password"] == redis_password(), url
+
+
+# --- TLS: the example URLs, read the way reqworker reads them ------------------------------------
+
+
+def tls_examples() -> list[str]:
+    """Every rediss:// URL deploy/ offers: README.md and reqworker.env.example."""
+    text = readme() + ENV_EXAMPLE.read_text()
+    found = sorted(set(re.findall(r"rediss://[^\s`'\")]+", text)))
+    assert found, "deploy/ shows no TLS example"
+    return found
+
+
+def test_the_tls_examples_work_for_broker_results_and_cache() -> None:
+    from ssl import CERT_REQUIRED
+
+    from celery import Celery
+
+    from celeryconfig import celery_settings
+    from worker.redisconn import command_client
+    from worker.resultstore import FinishedStaysFinished
+
+    for url in tls_examples():
+        settings = Settings.from_env({"REQWORKER_REDIS_URL": url})
+        app = Celery("tls", set_as_current=False)
+        app.conf.update(celery_settings(settings))
+        backend = app.backend  # Celery's result backend raises on a rediss:// URL it cannot use
+        assert isinstance(backend, FinishedStaysFinished)
+        assert backend.connparams["ssl_cert_reqs"] == CERT_REQUIRED, url
+        assert backend.connparams["connection_class"] is redis.SSLConnection
+        broker = app.connection_for_write()
+        assert broker.transport_cls == "worker.transport:Transport"
+        assert broker.ssl["ssl_cert_reqs"] == CERT_REQUIRED
+        pool = command_client(url, settings).connection_pool
+        assert pool.connection_class is redis.SSLConnection
+        assert pool.connection_kwargs["ssl_cert_reqs"] == "required"
+        assert backend.connparams["ssl_ca_certs"] == pool.connection_kwargs["ssl_ca_certs"] \
+            == broker.ssl["ssl_ca_certs"]
+
+
+def test_a_tls_url_without_ssl_cert_reqs_is_refused_in_one_line() -> None:
+    from worker.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="ssl_cert_reqs"):
+        Settings.from_env({"REQWORKER_REDIS_URL": "rediss://:pw@redis.example.net:6380/0"})
 
 
 # --- what can run here: the healthchecks against a real worker and a real Flower ----------------
@@ -874,32 +1088,45 @@ def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
         yield s
 
 
-def _shell_env(stack: Stack, hostname: str) -> dict[str, str]:
-    """The worker's environment in a container: its host name, `python` on the PATH."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), stack.env.get("PATH", "")])
-    return dict(stack.env, HOSTNAME=hostname, PATH=path)
+def _probe(argv: list[str], env: dict[str, str]) -> int:
+    """Run a container's probe command (`python …` is this interpreter here)."""
+    assert argv[0] == "python"
+    return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True,
+                          timeout=60).returncode
+
+
+def _age(path: Path, seconds: float) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old))
 
 
 @pytest.mark.integration
-def test_the_worker_healthchecks_pass_for_a_live_worker_and_fail_without_one(stack: Stack) -> None:
-    host = f"deploy-{uuid.uuid4().hex[:8]}"
+def test_the_worker_liveness_survives_a_redis_outage_and_fails_for_a_dead_worker(
+        loopback_api: LoopbackAPI, tmp_path: Path) -> None:
     compose_check = compose()["services"]["worker"]["healthcheck"]["test"]
-    assert compose_check[0] == "CMD-SHELL"
-    compose_cmd = compose_check[1].replace("$$", "$")  # compose's escape for a literal $
-    k8s_cmd = k8s_container("reqworker-worker", "worker")["livenessProbe"]["exec"]["command"]
-    assert k8s_cmd[:2] == ["sh", "-c"]
-    worker = stack.worker("deploy-health", concurrency=2, hostname=f"celery@{host}")
+    assert compose_check[0] == "CMD"
+    k8s_check = k8s_container("reqworker-worker", "worker")["livenessProbe"]["exec"]["command"]
+    assert compose_check[1:] == k8s_check, "one probe for compose and Kubernetes"
+    alive = tmp_path / "alive"
+    own_redis = LocalRedis().start()
     try:
-        for command in (compose_cmd, k8s_cmd[2]):
-            done = subprocess.run(["sh", "-c", command], env=_shell_env(stack, host),
-                                  capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr
-        quick = compose_cmd.replace("--timeout 10", "--timeout 2")
-        done = subprocess.run(["sh", "-c", quick], env=_shell_env(stack, "no-such-host"),
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode != 0
+        with make_stack(own_redis.url, loopback_api, tmp_path,
+                        REQWORKER_ALIVE_FILE=str(alive)) as own:
+            worker = own.worker("deploy-alive", concurrency=2)
+            try:
+                assert _probe(k8s_check, own.env) == 0
+                own_redis.stop()  # Redis goes away: the worker waits for it, and lives
+                _age(alive, 600)
+                assert _probe(k8s_check, own.env) != 0, "a stale heartbeat fails the probe"
+                eventually(lambda: _probe(k8s_check, own.env) == 0, within_s=60, every_s=1,
+                           what="a heartbeat while Redis is down")
+                assert worker.proc.poll() is None
+            finally:
+                worker.stop()
+            _age(alive, 600)
+            assert _probe(k8s_check, own.env) != 0, "a stopped worker fails the probe"
     finally:
-        worker.stop()
+        own_redis.stop()
 
 
 @pytest.mark.integration

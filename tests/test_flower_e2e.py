@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from producer.flower import (
     AUTH_ENV,
@@ -31,6 +32,9 @@ from tests.flower_support import PASSWORD, USER, FlowerProcess
 from tests.stack import TOKEN, Stack, make_stack
 from tests.support import WorkerProcess, eventually, run_cli
 from worker.jobs import TASK_NAME
+from worker.keys import Keys
+from worker.ratelimit import RateLimiter
+from worker.settings import Settings
 
 # --- how the command starts Flower (no processes) ---------------------------------------
 
@@ -305,3 +309,21 @@ def test_a_retried_job_is_shown_like_any_other(
     assert info["retries"] >= 1
     shown = json.loads(info["kwargs"])
     assert shown["job"] == f"bearer GET {facts['url']} key={facts['key']}"
+
+
+@pytest.mark.integration
+def test_a_waiting_job_shows_what_it_waits_for(
+        stack: Stack, flower: FlowerProcess, worker: WorkerProcess) -> None:
+    settings = Settings.from_env(stack.env)
+    RateLimiter(redis.Redis.from_url(settings.cache_url), Keys(settings.key_prefix)).pause("seed", 6)
+    path = f"/flower/wait/{uuid.uuid4().hex}"
+    stack.api.script(path, Reply(json={"n": 1}))
+    batch, job_id = stack.client.submit({"api": "seed", "path": path})
+
+    def waiting() -> dict[str, Any] | None:
+        info = _task_info(flower, job_id)
+        return info if info and info.get("state") == "RETRY" else None
+
+    info = eventually(waiting, within_s=60, every_s=0.2, what="Flower showing the job waiting")
+    assert "WaitLater" in info["exception"] and "'seed' is paused" in info["exception"]
+    assert batch.wait(poll_s=0.1, timeout_s=120).succeeded == 1

@@ -27,6 +27,7 @@ from worker.keys import Keys
 from worker.parking import parked_key
 from worker.profiles import load_profiles
 from worker.ratelimit import RateLimiter
+from worker.redisconn import command_client
 from worker.settings import Settings, SettingsError
 
 log = logging.getLogger("reqworker.metrics")
@@ -92,9 +93,9 @@ class FleetCollector(Collector):
         profiles = load_profiles(settings.apis_path, with_secrets=False)
         self.profiles = sorted(profiles)
         self.rates = {name: p.rate_limit.per_second for name, p in profiles.items() if p.rate_limit}
-        self.limiter = RateLimiter(redis.Redis.from_url(settings.cache_url, socket_timeout=5),
+        self.limiter = RateLimiter(command_client(settings.cache_url, settings),
                                    Keys(settings.key_prefix))
-        self.broker = (redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        self.broker = (command_client(settings.broker_url, settings)
                        if settings.broker_is_redis else None)
 
     def collect(self) -> Iterator[Metric]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 from worker.errors import WaitLater
+from worker.redisconn import is_redis_url, is_sentinel_url
 
 # KEYS: the task's meta key. ARGV: the meta (JSON), seconds to keep it (0: no expiry).
 _UNLESS_FINISHED = """
@@ -34,10 +35,8 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
-
-class FinishedStaysFinished(RedisBackend):
+class _KeepsFinished(RedisBackend):
     """Stores a job's interim states only while it has not finished, and no wait as a retry."""
 
     def mark_as_retry(self, task_id: str, exc: Any, traceback: Any = None, request: Any = None) -> Any:
@@ -56,8 +55,18 @@ class FinishedStaysFinished(RedisBackend):
         return self.client.eval(_UNLESS_FINISHED, 1, key, value, int(self.expires or 0))
 
 
+class FinishedStaysFinished(_KeepsFinished):
+    """Celery's Redis backend, where a late RETRY never replaces a result."""
+
+
+class FinishedStaysFinishedSentinel(_KeepsFinished, SentinelBackend):
+    """Celery's Sentinel backend (the primary a Sentinel names), with the same guard."""
+
+
 def guarded(result_backend: str) -> str:
-    """The backend URL that makes Celery use ``FinishedStaysFinished`` for a Redis backend."""
-    if result_backend.startswith(REDIS_SCHEMES):
+    """The backend URL that makes Celery use the guarded backend for a Redis (or Sentinel) one."""
+    if is_sentinel_url(result_backend):
+        return f"{__name__}:FinishedStaysFinishedSentinel+{result_backend}"
+    if is_redis_url(result_backend):
         return f"{__name__}:FinishedStaysFinished+{result_backend}"
     return result_backend

@@ -16,6 +16,7 @@ from worker.http import Sessions
 from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
 from worker.ratelimit import RateLimiter
+from worker.redisconn import worker_client
 from worker.settings import Settings
 
 
@@ -32,14 +33,14 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     settings = settings or Settings.from_env()
     profiles = load_profiles(settings.apis_path)
     keys = Keys(settings.key_prefix)
-    cache_redis = redis.Redis.from_url(settings.cache_url, health_check_interval=30)
+    cache_redis = worker_client(settings.cache_url, settings)
     authorisers: dict[str, Authoriser] = {
         name: make_authoriser(profile, cache_redis, keys) for name, profile in profiles.items()
     }
     gate = Gate(RateLimiter(cache_redis, keys))
     executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate)
     # Batches live beside the results, which any machine that follows them can read.
-    results_redis = redis.Redis.from_url(settings.result_backend, health_check_interval=30)
+    results_redis = worker_client(settings.result_backend, settings)
     counters = BatchCounters(results_redis, keys, settings.result_expires_s)
     return Runtime(settings, profiles, cache_redis, executor, counters)
 

@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from worker.redisconn import SentinelURL, is_redis_url, is_sentinel_url
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_ALIVE_FILE = "/tmp/reqworker-alive"
 
 #: Seconds after a worker's last sign of life before Redis hands the messages it held
 #: to another worker. A live worker renews its leases (``worker.transport``) and
@@ -51,12 +54,18 @@ class Settings:
     key_prefix: str
     #: The broker queue request jobs travel on.
     queue: str = "reqworker"
+    #: The name Sentinel knows the primary by, for ``sentinel://`` URLs (see worker.redisconn).
+    sentinel_master: str | None = None
+    #: A module of the user's own Celery settings, applied over celeryconfig's.
+    celery_config: str | None = None
+    #: The file a worker touches while it lives, for liveness probes (see worker.alive).
+    alive_file: str = DEFAULT_ALIVE_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         redis_url = env.get("REQWORKER_REDIS_URL") or DEFAULT_REDIS_URL
-        return cls(
+        settings = cls(
             redis_url=redis_url,
             broker_url=env.get("REQWORKER_BROKER_URL") or redis_url,
             result_backend=env.get("REQWORKER_RESULT_BACKEND") or redis_url,
@@ -68,17 +77,53 @@ class Settings:
             result_expires_s=_int_env(env, "REQWORKER_RESULT_EXPIRES", DEFAULT_RESULT_EXPIRES_S),
             key_prefix=env.get("REQWORKER_KEY_PREFIX") or "reqworker",
             queue=env.get("REQWORKER_QUEUE") or "reqworker",
+            sentinel_master=env.get("REQWORKER_SENTINEL_MASTER") or None,
+            celery_config=env.get("REQWORKER_CELERY_CONFIG") or None,
+            alive_file=env.get("REQWORKER_ALIVE_FILE") or DEFAULT_ALIVE_FILE,
         )
+        settings.check_urls()
+        return settings
+
+    def redis_urls(self) -> dict[str, str]:
+        """Each Redis reqworker uses, by what it holds (the broker only when it is a Redis)."""
+        urls = {"results": self.result_backend, "cache": self.cache_url}
+        if self.broker_is_redis:
+            urls["broker"] = self.broker_url
+        return urls
+
+    def check_urls(self) -> None:
+        """Refuse a rediss:// URL that does not say how to check the server's certificate
+        (Celery's result backend would raise), and a sentinel:// URL without the primary's
+        name or that cannot be read."""
+        for url in {self.broker_url, self.result_backend, self.cache_url}:
+            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+                raise SettingsError(f"{redact_url(url)}: a rediss:// URL needs ssl_cert_reqs "
+                                    "(add ?ssl_cert_reqs=required&ssl_ca_certs=/path/to/ca.pem)")
+            if not is_sentinel_url(url):
+                continue
+            if not self.sentinel_master:
+                raise SettingsError(f"{redact_url(url)} is a Sentinel URL: set "
+                                    "REQWORKER_SENTINEL_MASTER to the name of its primary")
+            try:
+                SentinelURL.parse(url)
+            except ValueError as exc:
+                raise SettingsError(f"cannot read {redact_url(url)}: {exc}") from None
 
     @property
     def broker_is_redis(self) -> bool:
-        return self.broker_url.startswith(("redis://", "rediss://", "unix://"))
+        """Whether the broker is a Redis, directly or through Sentinel."""
+        return is_redis_url(self.broker_url)
 
 
 def redact_url(url: str) -> str:
-    """A service URL with any password replaced, fit for messages and logs."""
+    """A service URL with any password replaced, fit for messages and logs.
+
+    Each address of a list (``sentinel://…;sentinel://…``) is redacted.
+    """
     from urllib.parse import urlsplit, urlunsplit
 
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
@@ -113,6 +114,16 @@ class ParkingChannel(kombu_redis.Channel):
             self._keeper.stop()
             self._keeper = None
         super().close()
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # Recovering from a lost connection (a Sentinel failover), kombu closes the old
+        # channel after its connection, and closing asks for a pool the closed connection
+        # can no longer describe: an AttributeError, which ends the worker. A connection
+        # error instead is ignored by that recovery; the channel's unacknowledged
+        # messages come back after the visibility timeout.
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is already closed")
+        return super()._connparams(asynchronous)
 
     def parked_lists(self) -> list[str]:
         """The queue lists this channel consumes, whose parked messages it moves."""
