@@ -93,10 +93,6 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
                 # reqworker sends no message priorities: one list per queue, not four, for
                 # the consumers to watch and the parked-message mover to look at.
                 "priority_steps": [0],
-                # A gevent worker acknowledges jobs from hundreds of greenlets at once; kombu's
-                # pool of 10 broker connections would refuse the 11th ack. Connections are
-                # opened only when needed.
-                "max_connections": 1024,
                 **_sentinel_options(settings, settings.broker_url),
             },
         }

@@ -11,7 +11,7 @@ different connections wait at the same time) and, one side at a time, ``--worker
 worker processes.
 
 - reqworker: ``reqworker worker`` as shipped, with ``--pool threads --concurrency
-  --threads`` and with ``--pool gevent --concurrency --greenlets``; jobs as a user
+  --threads`` (it offers no gevent pool); jobs as a user
   writes them (``{"api": "slow", "path": ...}``, cache on: every GET a miss), enqueued
   with ``Client.submit_many`` as one batch.
 - plain Celery: ``bench/baseline_app.py`` (Celery's default settings) plus ``-E`` (events,
@@ -84,8 +84,6 @@ def all_sides(args: Any) -> list[Side]:
     reqworker = [PY, "-m", "producer.cli", "worker"]
     return [
         Side(f"reqworker threads x {args.threads}", REQUEST, [*reqworker, *pool("threads", args.threads)],
-             lambda path: {"api": PROFILE, "path": path}),
-        Side(f"reqworker gevent x {args.greenlets}", REQUEST, [*reqworker, *pool("gevent", args.greenlets)],
              lambda path: {"api": PROFILE, "path": path}),
         Side(f"plain Celery threads x {args.threads}", TASK_NAME, [*plain, *pool("threads", args.threads)],
              lambda url: {"url": url}, plain=True),

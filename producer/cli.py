@@ -79,11 +79,10 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
               help="Jobs run at once by this worker.")
-@click.option("--pool", type=click.Choice(["threads", "gevent", "prefork"]), default="threads",
+@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
               show_default=True,
               help="threads: --concurrency 8 for a fast API, 64 for a slow one (100 ms or more an "
-                   "answer); gevent (pip install 'reqworker[gevent]'): hundreds at once, e.g. "
-                   "--concurrency 200, for APIs that take seconds; prefork isolates jobs.")
+                   "answer), one worker per core; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
