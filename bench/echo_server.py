@@ -14,6 +14,10 @@ clears. Paths under ``/_`` are neither limited nor logged.
 With ``--storm 30`` it plays a Retry-After storm instead: for 30 s from the first
 request it answers 429 with ``Retry-After`` set to the whole seconds left of the
 storm, then 200; ``/_stats`` and ``/_reset`` work as above.
+
+With ``--delay 0.1`` every answer waits 0.1 s first (a slow API; requests on different
+connections wait at the same time). A GET of ``/pages/NAME/I/N`` answers page I of N
+with ``"next"``: the absolute URL of page I + 1, or null on the last page.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def _response(status: str, body: dict[str, Any], extra: bytes = b"") -> bytes:
             + b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
 
 
-def _answer(method: str, target: str, limiter: SlidingWindow | None) -> bytes:
+def _answer(method: str, target: str, host: str, limiter: SlidingWindow | None) -> bytes:
     if limiter is not None:
         if target.startswith("/_"):
             if target == "/_reset":
@@ -105,11 +109,20 @@ def _answer(method: str, target: str, limiter: SlidingWindow | None) -> bytes:
             wait = str(limiter.retry_after(now)).encode()
             return _response("429 Too Many Requests", {"error": {"message": message}},
                              b"Retry-After: " + wait + b"\r\n")
-    return _response("200 OK", {"ok": True, "method": method, "path": target})
+    return _response("200 OK", _page(target, host) if target.startswith("/pages/") else
+                     {"ok": True, "method": method, "path": target})
+
+
+def _page(target: str, host: str) -> dict[str, Any]:
+    """Page I of N of ``/pages/NAME/I/N``, with the next page's URL (null on the last)."""
+    name, index, count = target[len("/pages/"):].split("/")[:3]
+    i, n = int(index), int(count)
+    following = f"http://{host}/pages/{name}/{i + 1}/{n}" if i + 1 < n else None
+    return {"ok": True, "path": target, "page": i, "next": following}
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limiter: SlidingWindow | None = None) -> None:
+                 limiter: SlidingWindow | None = None, delay_s: float = 0.0) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,14 +131,18 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = lines[0].split(" ", 2)
-            length = 0
+            length, host = 0, "127.0.0.1"
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
+                elif name.strip().lower() == "host":
+                    host = value.strip()
             if length:
                 await reader.readexactly(length)
-            writer.write(_answer(method, target, limiter))
+            if delay_s and not target.startswith("/_"):
+                await asyncio.sleep(delay_s)
+            writer.write(_answer(method, target, host, limiter))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass
@@ -133,9 +150,9 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
 
 
-async def _main(limiter: SlidingWindow | None) -> None:
-    server = await asyncio.start_server(functools.partial(_serve, limiter=limiter), "127.0.0.1", 0,
-                                        backlog=1024)
+async def _main(limiter: SlidingWindow | None, delay_s: float) -> None:
+    server = await asyncio.start_server(functools.partial(_serve, limiter=limiter, delay_s=delay_s),
+                                        "127.0.0.1", 0, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
@@ -147,6 +164,7 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=None, help="requests answered per window")
     parser.add_argument("--window", type=float, default=1.0, help="seconds of the sliding window")
     parser.add_argument("--storm", type=float, default=None, help="seconds of a Retry-After storm")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     args = parser.parse_args()
     limiter: SlidingWindow | None = None
     if args.storm:
@@ -154,6 +172,6 @@ if __name__ == "__main__":
     elif args.limit:
         limiter = SlidingWindow(args.limit, args.window)
     try:
-        asyncio.run(_main(limiter))
+        asyncio.run(_main(limiter, args.delay))
     except KeyboardInterrupt:
         sys.exit(0)

@@ -45,8 +45,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, write_section  # noqa: E402
-from bench.throughput import PY, Side, Worker, enqueue, machine, prepare, wait_done  # noqa: E402
+from bench.results import RESULTS  # noqa: E402
+from bench.running import alternating, publish  # noqa: E402
+from bench.throughput import PY, Side, Worker, enqueue, machine, plain_app, prepare, wait_done  # noqa: E402
 from worker.profiles import Profile  # noqa: E402
 
 #: This script's section of RESULTS.md.
@@ -176,20 +177,23 @@ def sides(args: Any) -> list[Side]:
     from worker.jobs import TASK_NAME
 
     common = ["--concurrency", str(args.concurrency), "--pool", "threads", "--loglevel", args.loglevel]
-    celery = [PY, "-m", "celery", "-A", "bench.baseline_app", "worker", "-Q", "reqworker", *common, "-E"]
+    # Celery's defaults, plus events (Flower): bench/baseline_app.py.
+    celery = [PY, "-m", "celery", "-A", "bench.baseline_app", "worker", *common, "-E"]
     reqworker = [PY, "-m", "producer.cli", "worker", *common]  # execs the same celery command line
 
     def job(path: str) -> dict[str, Any]:
         return {"api": PROFILE, "path": path, "cache": False}
 
     return [Side(REQWORKER, TASK_NAME, reqworker, job),
-            Side(BASELINE, LIMITED_TASK_NAME, celery, lambda url: {"url": url})]
+            Side(BASELINE, LIMITED_TASK_NAME, celery, lambda url: {"url": url}, plain=True)]
 
 
 def one_run(app: Any, r: Any, api: API, side: Side, env: dict[str, str], args: Any, tag: str,
             logdir: Path) -> Outcome:
     from producer.client import Client
 
+    if side.plain:
+        app = plain_app()
     # Celery's per-process rate_limit crawls once 429s start: give it room to finish.
     limit_s = max(600.0, 30 * args.jobs / args.rate)
     r.flushdb()  # before the workers declare their queue: every run starts from an empty Redis
@@ -243,14 +247,15 @@ def report(args: Any, runs: dict[str, list[Outcome]], header: str) -> str:
         f"{args.rate} answered requests in any sliding 1-s window (refused ones do not count), 429 with "
         "`Retry-After: 1` beyond; it logs each request's arrival time",
         f"- {args.workers} worker processes per side, each `--pool threads --concurrency {args.concurrency} "
-        f"--loglevel {args.loglevel} -E` and its own `--hostname`; `celeryconfig` as committed "
-        "(acks_late, prefetch 1, JSON, events); all of them answer a ping before the jobs are enqueued",
+        f"--loglevel {args.loglevel} -E` and its own `--hostname`; all of them answer a ping before the "
+        "jobs are enqueued",
         f"- reqworker: profile `rate_limit = \"{args.rate}/s\"`, `rate_burst = {args.burst}`, default "
         f"`rate_margin = {MARGIN:g}` (GCRA in Redis for the whole fleet: one request every "
         f"{1000 / (args.rate * (1 - MARGIN)):.1f} ms, {args.burst} at once at most); "
         "jobs `{\"api\": ..., \"path\": ..., \"cache\": false}` through `Client.submit_many`; "
-        "`python -m producer.cli worker`",
-        f"- baseline: `bench.baseline_app.get_limited`, `rate_limit=\"{args.rate}/s\"` (Celery's token "
+        "`python -m producer.cli worker` as shipped (its `celeryconfig`: acks late, prefetch 1, events)",
+        f"- baseline: `bench.baseline_app.get_limited` (Celery's default settings plus `-E`), "
+        f"`rate_limit=\"{args.rate}/s\"` (Celery's token "
         "bucket, capacity 1, kept by each worker process on its own), `requests.get`, a 429 retried "
         "with `self.retry(countdown=Retry-After)` (up to 100 times); enqueued by a `send_task` loop",
         "- achieved rate = requests answered 200 / (last - first request at the API, 429s included); "
@@ -319,6 +324,7 @@ def main() -> int:
         apis.write_text(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\nrate_limit = "{args.rate}/s"\n'
                         f"rate_burst = {args.burst}\ntimeout = 10\n", encoding="utf-8")
         env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
+               "BENCH_REDIS_URL": redis_server.url,
                "BENCH_RATE_LIMIT": f"{args.rate}/s"}
         os.environ.update(env)  # before celeryconfig is imported by the publishing app below
         import redis
@@ -329,19 +335,15 @@ def main() -> int:
         header = machine()
         order = sides(args)
         runs: dict[str, list[Outcome]] = {s.name: [] for s in order}
-        for n in range(args.repeat):
-            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
-                tag = f"run{n}-{k}"
-                o = one_run(app, r, api, side, env, args, tag, logdir)
-                runs[side.name].append(o)
-                print(f"run {n + 1}/{args.repeat} {side.name:<28} {o.achieved:6.1f} req/s "
-                      f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
-                      f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
-                      flush=True)
-        text = report(args, runs, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
+        for n, k, side in alternating(order, args.repeat):
+            tag = f"run{n}-{k}"
+            o = one_run(app, r, api, side, env, args, tag, logdir)
+            runs[side.name].append(o)
+            print(f"run {n + 1}/{args.repeat} {side.name:<28} {o.achieved:6.1f} req/s "
+                  f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
+                  f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
+                  flush=True)
+        return publish(SECTION, report(args, runs, header), args.out)
     finally:
         for stop in reversed(started):
             stop()

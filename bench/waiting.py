@@ -108,7 +108,7 @@ def sides(args: Any) -> list[Side]:
     plain = [PY, "-m", "celery", "-A", "bench.plain_app", "worker", *common]
     reqworker = [PY, "-m", "producer.cli", "worker", *common]
     return [Side(REQWORKER, TASK_NAME, reqworker, lambda path: {"api": "storm", "path": path}),
-            Side(BASELINE, PLAIN, plain, lambda url: {"url": url})]
+            Side(BASELINE, PLAIN, plain, lambda url: {"url": url}, plain=True)]
 
 
 def warm_up(side: Side, app: Any, calm: StormAPI, count: int) -> None:

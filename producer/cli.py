@@ -88,7 +88,9 @@ def main() -> None:
 @click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=8, show_default=True,
               help="Jobs run at once by this worker.")
 @click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
-              show_default=True, help="threads suits I/O-bound requests; prefork isolates jobs.")
+              show_default=True,
+              help="threads: --concurrency 8 for a fast API, 64 for a slow one (100 ms or more an "
+                   "answer), one worker per core; prefork isolates jobs.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,

@@ -80,7 +80,11 @@ class _Watchdog:
         ident = next(self._ids)
         with self._cond:
             heapq.heappush(self._heap, (at, ident, deadline))
-            self._cond.notify()
+            # Wake the watchdog only when this deadline is now the earliest: attempts of one
+            # profile share a timeout, so it almost never is, and a wake per attempt would
+            # cost every job a switch to the watchdog thread.
+            if self._heap[0][1] == ident:
+                self._cond.notify()
         return ident
 
     def cancel(self, ident: int) -> None:
