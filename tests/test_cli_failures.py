@@ -59,6 +59,7 @@ def commands(tmp: Path, batch_id: str) -> dict[str, list[str]]:
         "retry-failed": ["retry-failed", batch_id],
         "limits": ["limits"],
         "batches": ["batches"],
+        "recount": ["recount", batch_id],
         "dead-letters": ["dead-letters"],
         "request": ["request", "GET", "/x", "--api", "p", "--timeout", "5"],
         "worker": ["worker"],
@@ -67,7 +68,7 @@ def commands(tmp: Path, batch_id: str) -> dict[str, list[str]]:
     }
 
 
-WRITES = ("enqueue", "retry-failed", "request", "worker", "flower", "auth")
+WRITES = ("enqueue", "retry-failed", "request", "worker", "flower", "auth", "recount")
 
 
 def env_for(url: str, tmp: Path) -> dict[str, str]:

@@ -36,6 +36,10 @@ base_url = "{url}"
 timeout = 2
 backoff = {{ start = 1, factor = 2, count = 4 }}
 
+[apis.long]
+base_url = "{url}"
+timeout = 30
+
 [apis.storm]
 base_url = "{url}"
 timeout = 2
@@ -114,7 +118,11 @@ def test_a_countdown_longer_than_the_visibility_timeout_waits_in_the_broker_and_
 
 def test_a_worker_killed_outright_has_its_jobs_run_by_the_others_within_a_minute(
         redis_server: LocalRedis, api: LoopbackAPI, tmp_path: Path) -> None:
-    """Default settings (no REQWORKER_VISIBILITY_TIMEOUT): recovery inside 60 s."""
+    """Default settings (no REQWORKER_VISIBILITY_TIMEOUT): recovery inside 60 s.
+
+    The profile's timeout (30 s) outlasts the test's wait for the kill, so the jobs come
+    back only through the visibility timeout, not through a retry of their own.
+    """
     stack = make(redis_server.url, api, tmp_path)
     assert "REQWORKER_VISIBILITY_TIMEOUT" not in stack.env
     paths = [f"/doomed/{uuid.uuid4().hex}" for _ in range(4)]
@@ -123,7 +131,7 @@ def test_a_worker_killed_outright_has_its_jobs_run_by_the_others_within_a_minute
     doomed = stack.worker("doomed", concurrency=4)
     survivor: WorkerProcess | None = None
     try:
-        batch = submit_many(stack, [{"api": "wait", "path": p} for p in paths])
+        batch = submit_many(stack, [{"api": "long", "path": p} for p in paths])
         eventually(lambda: all(api.hits(p) for p in paths), what="every job in flight in one worker")
         survivor = stack.worker("survivor", concurrency=4)
         doomed.kill()
@@ -137,7 +145,8 @@ def test_a_worker_killed_outright_has_its_jobs_run_by_the_others_within_a_minute
     records = list(batch.results())
     assert [r["body"] for r in records] == [{"second": 1}] * 4
     assert all(len(api.hits(p)) == 2 for p in paths)
-    assert recovered_s < 60
+    assert all(r["attempts"] == 1 for r in records)  # handed back, not retried
+    assert 20 < recovered_s < 60  # the visibility timeout (40 s) since the last lease renewal
 
 
 def test_a_pause_storm_leaves_jobs_in_redis_and_every_worker_shares_the_work_after(
