@@ -36,10 +36,6 @@ base_url = "{url}"
 timeout = 2
 backoff = {{ start = 1, factor = 2, count = 4 }}
 
-[apis.long]
-base_url = "{url}"
-timeout = 30
-
 [apis.storm]
 base_url = "{url}"
 timeout = 2
@@ -47,9 +43,19 @@ backoff = {{ start = 1, factor = 2, count = 4 }}
 """
 
 
-def make(redis_url: str, api: LoopbackAPI, tmp: Path, **extra: str) -> Stack:
+#: The kill test's own profile: its timeout outlasts the wait for the kill, and it would
+#: not fit the short visibility timeout another test sets.
+LONG = """
+[apis.long]
+base_url = "{url}"
+timeout = 30
+"""
+
+
+def make(redis_url: str, api: LoopbackAPI, tmp: Path, *, profiles: str = PROFILES,
+         **extra: str) -> Stack:
     apis = tmp / "apis.toml"
-    apis.write_text(PROFILES.format(url=api.url))
+    apis.write_text(profiles.format(url=api.url))
     extra.setdefault("REQWORKER_KEY_PREFIX", f"w{uuid.uuid4().hex[:8]}")
     extra.setdefault("REQWORKER_QUEUE", f"q{uuid.uuid4().hex[:8]}")
     env = base_env(redis_url, str(apis), **extra)
@@ -123,7 +129,7 @@ def test_a_worker_killed_outright_has_its_jobs_run_by_the_others_within_a_minute
     The profile's timeout (30 s) outlasts the test's wait for the kill, so the jobs come
     back only through the visibility timeout, not through a retry of their own.
     """
-    stack = make(redis_server.url, api, tmp_path)
+    stack = make(redis_server.url, api, tmp_path, profiles=LONG)
     assert "REQWORKER_VISIBILITY_TIMEOUT" not in stack.env
     paths = [f"/doomed/{uuid.uuid4().hex}" for _ in range(4)]
     for path in paths:
