@@ -35,6 +35,7 @@ import datetime as dt
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ratelimit import API, Fleet  # noqa: E402
-from bench.results import RESULTS, write_section  # noqa: E402
+from bench.results import RESULTS  # noqa: E402
+from bench.running import publish  # noqa: E402
 from bench.throughput import PY, Side, enqueue, machine, prepare  # noqa: E402
 
 SECTION = "waiting"
@@ -79,8 +81,9 @@ class StormAPI(API):
     def __init__(self, storm_s: float | None) -> None:
         # Without a storm: a limit no run reaches, for the request log behind /_stats.
         args = ["--storm", str(storm_s)] if storm_s else ["--limit", "1000000000"]
-        self.proc = __import__("subprocess").Popen(
-            [PY, "-m", "bench.echo_server", *args], cwd=ROOT, stdout=-1, stdin=-3, start_new_session=True)
+        self.proc = subprocess.Popen([PY, "-m", "bench.echo_server", *args], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         self.url = ""
 
 
@@ -270,10 +273,7 @@ def main() -> int:
                 paced[profile].append(res)
                 print(f"paced {n + 1}/{args.repeat} {profile:<10} {res.passes_per_job:.2f} passes/job, "
                       f"{res.commands_per_job:.1f} commands/job", flush=True)
-        text = report(args, storm, paced, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
+        return publish(SECTION, report(args, storm, paced, header), args.out)
     finally:
         for stop in reversed(started):
             stop()
