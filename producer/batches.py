@@ -56,6 +56,23 @@ class Enqueuing:
         return None
 
 
+#: Claims fingerprints for job ids (ARGV: ttl, then fingerprint and job id pairs) in the
+#: hash KEYS[1]: for each pair, nil when it is the first of its fingerprint, else the id
+#: of the job that claimed it first.
+_CLAIM = """
+local first = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    first[#first + 1] = false
+  else
+    first[#first + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return first
+"""
+
+
 class BatchStore:
     """Batch records: a hash of facts and counts, a list of jobs, a list of refused lines."""
 
@@ -73,6 +90,7 @@ class BatchStore:
         self._meta_key = meta_key
         #: The URL of this store's Redis, when known (see ``RedisBulkPublisher.shares``).
         self.url = url
+        self._claim = client.register_script(_CLAIM)
 
     def create(self, batch_id: str, name: str | None) -> None:
         now = time.time()
@@ -100,30 +118,27 @@ class BatchStore:
 
     def claim(self, batch_id: str, fingerprints: list[tuple[str, str]]) -> list[str | None]:
         """For each (fingerprint, job id): None if the job is the first of its kind in the
-        batch, else the id of the job that already runs it."""
+        batch, else the id of the job that already runs it. One round trip."""
         if not fingerprints:
             return []
-        seen = self.keys.batch_seen(batch_id)
-        pipe = self.client.pipeline(transaction=False)
+        args: list[str | int] = [self.ttl_s]
         for fingerprint, job_id in fingerprints:
-            pipe.hsetnx(seen, fingerprint, job_id)
-        pipe.expire(seen, self.ttl_s)
-        fresh = pipe.execute()[:-1]
-        repeats = [fp for (fp, _), new in zip(fingerprints, fresh, strict=True) if not new]
-        first = dict(zip(repeats, self.client.hmget(seen, repeats), strict=True)) if repeats else {}
-        return [None if new else (first[fp] or b"").decode()
-                for (fp, _), new in zip(fingerprints, fresh, strict=True)]
+            args += (fingerprint, job_id)
+        first = self._claim(keys=[self.keys.batch_seen(batch_id)], args=args)
+        return [None if job_id is None else job_id.decode() for job_id in first]
 
-    def add(self, batch_id: str, entries: list[dict[str, Any]], rejected: list[dict[str, Any]],
+    def add(self, batch_id: str, entries: list[str], repeats: int, rejected: list[dict[str, Any]],
             upto_line: int | None = None) -> None:
-        """Record jobs (before they are published) and refused lines, up to an input line."""
+        """Record jobs (before they are published) and refused lines, up to an input line.
+
+        ``entries`` are the jobs' records as JSON text, ``repeats`` of them repeated GETs.
+        """
         pipe = self.client.pipeline(transaction=False)
         if upto_line is not None:
             pipe.hset(self.keys.batch(batch_id), "recorded_line", upto_line)
         if entries:
-            pipe.rpush(self.keys.batch_jobs(batch_id), *(json.dumps(e) for e in entries))
+            pipe.rpush(self.keys.batch_jobs(batch_id), *entries)
             pipe.expire(self.keys.batch_jobs(batch_id), self.ttl_s)
-            repeats = sum(1 for e in entries if e.get("same_as"))
             pipe.hincrby(self.keys.batch(batch_id), "total", len(entries) - repeats)
             pipe.hincrby(self.keys.batch(batch_id), "duplicates", repeats)
         if rejected:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from producer.batches import BatchStore
-from producer.publish import Outgoing, Publisher, RedisBulkPublisher
+from producer.publish import Outgoing, Publisher, RedisBulkPublisher, random_uuids
 from worker.jobs import Job
 
 #: Input lines recorded and published per step of a bulk enqueue.
@@ -33,11 +31,15 @@ class Rejected:
         return f"{where}: {what}{self.message}"
 
 
+#: ``json.dumps(value, sort_keys=True)``, without making an encoder for every call.
+_SORTED = json.JSONEncoder(sort_keys=True).encode
+
+
 def fingerprint(job: Job) -> str:
     """What makes two GETs the same request: profile, URL, params, headers, cache settings."""
     same = {"api": job.api, "url": job.url, "params": job.params, "headers": job.headers,
             "cache": job.cache, "refresh": job.refresh, "paginate": job.paginate, "page": job.page}
-    return hashlib.blake2b(json.dumps(same, sort_keys=True).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(_SORTED(same).encode(), digest_size=16).hexdigest()
 
 
 def publish_chunk(
@@ -49,23 +51,28 @@ def publish_chunk(
     upto_line: int | None = None,
 ) -> list[str]:
     """Record, publish, then note one chunk; a GET repeated in the batch is recorded, not run."""
-    ids = [str(uuid.uuid4()) for _ in jobs]
+    ids = random_uuids(len(jobs))
     gets = [(i, fingerprint(job)) for i, (_, job) in enumerate(jobs) if job.method == "GET"]
     first = store.claim(batch_id, [(fp, ids[i]) for i, fp in gets])
     same_as: dict[int, str] = {i: orig for (i, _), orig in zip(gets, first, strict=True) if orig}
+    # Each job's message is encoded once, into both its batch entry and its task's kwargs:
+    # the texts are what json.dumps makes of the entry and of the kwargs.
     entries = []
     outgoing = []
+    batch_json = json.dumps(batch_id)
     for i, (job_id, (line, job)) in enumerate(zip(ids, jobs, strict=True)):
         message = job.to_message()
-        entry: dict[str, Any] = {"id": job_id, "line": line, "job": message}
+        text = json.dumps(message)
+        entry = f'{{"id": "{job_id}", "line": {json.dumps(line)}, "job": {text}'
         if i in same_as:
-            entry["same_as"] = same_as[i]
+            entries.append(f'{entry}, "same_as": {json.dumps(same_as[i])}}}')
         else:
+            entries.append(entry + "}")
             outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id},
-                                     job.shown_arguments(batch_id)))
-        entries.append(entry)
+                                     job.shown_arguments(batch_id),
+                                     f'{{"job": {text}, "batch_id": {batch_json}}}'))
     rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
-    store.add(batch_id, entries, rejected, upto_line)
+    store.add(batch_id, entries, len(same_as), rejected, upto_line)
     publish_noted(store, publisher, batch_id, outgoing, upto_line, len(jobs))
     return ids
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +23,20 @@ from worker.jobs import TASK_NAME
 from worker.redisconn import command_client
 from worker.settings import Settings
 
+#: Bits of a 128-bit random number kept and set to make it a version 4 (random) UUID.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def random_uuids(count: int) -> list[str]:
+    """``count`` strings like ``str(uuid.uuid4())``, from one read of ``os.urandom``."""
+    raw = os.urandom(16 * count)
+    ids = []
+    for start in range(0, 16 * count, 16):
+        h = "%032x" % (int.from_bytes(raw[start:start + 16], "big") & _UUID4_KEEP | _UUID4_SET)
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -31,6 +45,8 @@ class Outgoing:
     task_id: str
     kwargs: dict[str, Any]
     kwargsrepr: str
+    #: ``json.dumps(kwargs)``, when the caller has it already: the bulk publisher uses it.
+    kwargs_json: str | None = None
 
 
 class Publisher(Protocol):
@@ -56,7 +72,7 @@ class CeleryPublisher:
 _ID, _KWARGSREPR, _TAG, _BODY = "@@reqworker-id@@", "@@reqworker-kwargsrepr@@", "@@reqworker-tag@@", \
     "@@reqworker-body@@"
 #: What follows a task's kwargs in its body: Celery's embed, with no callbacks, chain or chord.
-_EMBED = ', {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+_EMBED = b', {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
 def _json_text(value: str) -> str:
@@ -101,21 +117,37 @@ class RedisBulkPublisher:
             },
         }
 
-    def _build_template(self) -> str:
-        """The message as a format string with fields ``id``, ``kwargsrepr``, ``body``, ``tag``."""
+    def _build_template(self) -> tuple[list[bytes], tuple[str, ...]]:
+        """The message cut at its variable fields: the pieces between them, and which field
+        (``id``, ``kwargsrepr``, ``body``, ``tag``) goes after each piece but the last."""
         text = json.dumps(self._message(_ID, {}, _KWARGSREPR, _BODY, _TAG))
-        text = text.replace("{", "{{").replace("}", "}}")
-        for marker, field in ((_ID, "{id}"), (_KWARGSREPR, "{kwargsrepr}"), (_BODY, "{body}"),
-                              (_TAG, "{tag}")):
-            text = text.replace(marker, field)
-        return text
+        markers = {_ID: "id", _KWARGSREPR: "kwargsrepr", _BODY: "body", _TAG: "tag"}
+        pieces: list[bytes] = []
+        order: list[str] = []
+        while True:
+            found = [(text.find(m), m) for m in markers if m in text]
+            if not found:
+                pieces.append(text.encode())
+                return pieces, tuple(order)
+            at, marker = min(found)
+            pieces.append(text[:at].encode())
+            order.append(markers[marker])
+            text = text[at + len(marker):]
 
-    def envelope(self, out: Outgoing) -> str:
+    def envelope(self, out: Outgoing, tag: str | None = None) -> bytes:
         """The message exactly as kombu's Redis transport stores a published task."""
-        body = "[[], " + json.dumps(out.kwargs) + _EMBED
-        return self._template.format(
-            id=_json_text(out.task_id), kwargsrepr=_json_text(out.kwargsrepr),
-            body=base64.b64encode(body.encode()).decode(), tag=str(uuid.uuid4()))
+        kwargs = out.kwargs_json if out.kwargs_json is not None else json.dumps(out.kwargs)
+        fields = {
+            "id": _json_text(out.task_id).encode(),
+            "kwargsrepr": _json_text(out.kwargsrepr).encode(),
+            "body": base64.b64encode(b"[[], " + kwargs.encode() + _EMBED),
+            "tag": (tag or random_uuids(1)[0]).encode(),
+        }
+        pieces, order = self._template
+        parts = [pieces[0]]
+        for name, piece in zip(order, pieces[1:], strict=True):
+            parts += (fields[name], piece)
+        return b"".join(parts)
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         self.push(self.client, messages)
@@ -123,7 +155,9 @@ class RedisBulkPublisher:
     def push(self, pipe: Any, messages: Sequence[Outgoing]) -> None:
         """Push the messages with ``pipe``: this publisher's client, or a pipeline on its Redis."""
         if messages:
-            pipe.lpush(self.queue, *(self.envelope(out) for out in messages))
+            tags = random_uuids(len(messages))
+            pipe.lpush(self.queue, *(self.envelope(out, tag)
+                                     for out, tag in zip(messages, tags, strict=True)))
 
     def shares(self, url: str | None) -> bool:
         """True when ``url`` is this publisher's Redis: the same URL, so surely the same database."""

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from producer.batches import BatchStore
 from producer.client import Client
 from producer.localredis import LocalRedis
 from producer.loopback_api import LoopbackAPI, Reply
 from tests.stack import TOKEN, Stack, make_stack
 from tests.support import eventually, run_cli
+from worker.keys import Keys
 from worker.profiles import load_profiles
 from worker.settings import Settings
 
@@ -240,3 +243,13 @@ def test_a_redelivered_job_that_already_finished_is_not_run_again(stack: Stack) 
         worker.stop()
     assert stack.api.hits(path) == []
     assert stack.client.app.backend.get_task_meta(job_id)["result"] == stored
+
+
+def test_a_claimed_fingerprint_names_the_first_job_within_a_chunk_and_across_chunks(
+        client: redis.Redis, keys: Keys) -> None:
+    store = BatchStore(client, keys, 60, lambda job_id: f"meta-{job_id}")
+    assert store.claim("b", [("f1", "j1"), ("f2", "j2"), ("f1", "j3")]) == [None, None, "j1"]
+    assert store.claim("b", [("f2", "j4"), ("f3", "j5"), ("f3", "j6")]) == ["j2", None, "j5"]
+    assert store.claim("other", [("f1", "j7")]) == [None]
+    assert store.claim("b", []) == []
+    assert 0 < client.ttl(keys.batch_seen("b")) <= 60

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
-from worker.jobs import JobError, parse_job
+from worker.jobs import _PLAIN_REST, JobError, _check_under_base, parse_job
 from worker.profiles import AuthConfig, Profile
 
 PROFILES = {
@@ -110,3 +111,40 @@ def test_the_profiles_own_credential_header_is_refused_too() -> None:
 
 def test_a_job_that_is_not_an_object_is_refused() -> None:
     assert "JSON object" in str(refused([1, 2]))  # type: ignore[arg-type]
+
+
+#: Pieces of paths: plain ones, and every kind the full URL check must see.
+_PIECES = ["a", "B9", "-", "_", "~", ".", "..", "/", "//", "%2e", "%2E", "%2f", "%252e", "%", ";",
+           "?", "#", "@", ":", "=", "&", "!", "'", "(", "*", "+", ",", "$", "\\", " ", "\t", "\n",
+           "\x00", "\x7f", "é", "[", "]", "|", '"', "{"]
+
+
+def _full_check(field: str, value: str, base_url: str) -> tuple[str, str]:
+    """What ``_resolve_url`` answered before its quick path: the URL, or the refusal."""
+    if field == "path":
+        if "://" in value or value.startswith("//"):
+            return "error", "path: is a path under base_url; put an absolute URL in url"
+        value = base_url + "/" + value.lstrip("/")
+    try:
+        _check_under_base(value, base_url, field)
+    except JobError as exc:
+        return "error", str(exc)
+    return "ok", value
+
+
+@pytest.mark.parametrize("base_url", ["https://api.example.com/v1", "http://127.0.0.1:8080",
+                                      "https://Api.Example.com:443/a.b/c"])
+def test_the_quick_url_path_judges_every_path_and_url_as_the_full_check_does(base_url: str) -> None:
+    profiles = {"p": Profile(name="p", base_url=base_url)}
+    rng = random.Random(11)
+    quick = 0
+    for _ in range(6000):
+        rest = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 10)))
+        quick += bool(_PLAIN_REST.match(rest.lstrip("/")))
+        for field, value in (("path", rest), ("url", base_url + "/" + rest)):
+            try:
+                got = "ok", parse_job({"api": "p", field: value}, profiles).url
+            except JobError as exc:
+                got = "error", str(exc)
+            assert got == _full_check(field, value, base_url), (field, value)
+    assert quick > 500  # the quick path was taken often enough to be tested

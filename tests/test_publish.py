@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from producer.celeryapp import make_app
-from producer.publish import Outgoing, RedisBulkPublisher
+from producer.publish import Outgoing, RedisBulkPublisher, random_uuids
 from worker.jobs import TASK_NAME
 
 
@@ -32,12 +32,22 @@ def celery_message(publisher: RedisBulkPublisher, out: Outgoing) -> dict[str, An
      'a "quoted" {shown} é \\ }'),
     ({}, ""),
 ])
-def test_bulk_message_is_the_message_celery_would_send(kwargs: dict[str, Any], shown: str) -> None:
+@pytest.mark.parametrize("encoded", [False, True], ids=["kwargs", "kwargs_json"])
+def test_bulk_message_is_the_message_celery_would_send(kwargs: dict[str, Any], shown: str,
+                                                        encoded: bool) -> None:
     publisher = RedisBulkPublisher(make_app(), client=None)  # type: ignore[arg-type]
-    out = Outgoing(str(uuid.uuid4()), kwargs, shown)
+    out = Outgoing(str(uuid.uuid4()), kwargs, shown, json.dumps(kwargs) if encoded else None)
     message = json.loads(publisher.envelope(out))
     tag = message["properties"].pop("delivery_tag")
     assert message == celery_message(publisher, out)
     assert str(uuid.UUID(tag)) == tag
     other = json.loads(publisher.envelope(out))["properties"]["delivery_tag"]
     assert other != tag
+
+
+def test_random_uuids_are_distinct_version_4_uuids() -> None:
+    ids = random_uuids(2000)
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)

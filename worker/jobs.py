@@ -115,23 +115,26 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
     """Check a job (a decoded JSON object) and resolve it; raises ``JobError``."""
     if not isinstance(raw, Mapping):
         raise JobError("", f"a job is a JSON object, not {type(raw).__name__}")
-    unknown = sorted(set(raw) - FIELDS)
-    if unknown:
+    if not FIELDS.issuperset(raw):
+        unknown = sorted(set(raw) - FIELDS)
         raise JobError(unknown[0], f"unknown field; known: {', '.join(sorted(FIELDS))}")
-    api = raw.get("api")
+    get = raw.get
+    api = get("api")
     if not isinstance(api, str) or not api:
         raise JobError("api", "is required: the name of a profile in apis.toml")
     profile = profiles.get(api)
     if profile is None:
         known = ", ".join(sorted(profiles)) or "none"
         raise JobError("api", f"no profile named {api!r} (profiles: {known})")
-    method = raw.get("method", "GET")
-    if not isinstance(method, str) or method.upper() not in METHODS:
-        raise JobError("method", f"{method!r} is not one of {' '.join(METHODS)}")
-    method = method.upper()
-    if raw.get("json") is not None and raw.get("data") is not None:
+    method = get("method", "GET")
+    if type(method) is not str or method not in METHODS:  # the common case costs no upper()
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise JobError("method", f"{method!r} is not one of {' '.join(METHODS)}")
+        method = method.upper()
+    body, data = get("json"), get("data")
+    if body is not None and data is not None:
         raise JobError("json", "give either json or data, not both")
-    if _too_deep(raw.get("json"), MAX_JSON_DEPTH):
+    if body is not None and _too_deep(body, MAX_JSON_DEPTH):
         raise JobError("json", f"is nested more than {MAX_JSON_DEPTH} deep")
     cache, refresh = _flag(raw, "cache", True), _flag(raw, "refresh", False)
     if refresh and not cache:
@@ -140,17 +143,17 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
         api=api,
         url=_resolve_url(raw, profile),
         method=method,
-        params=_params(raw.get("params")),
-        json=raw.get("json"),
-        data=_data(raw.get("data")),
-        headers=_headers(raw.get("headers"), profile),
+        params=_params(get("params")),
+        json=body,
+        data=_data(data),
+        headers=_headers(get("headers"), profile),
         cache=cache,
         refresh=refresh,
-        key=_key(raw.get("key")),
+        key=_key(get("key")),
         retry_unsafe=_flag(raw, "retry_unsafe", False),
-        paginate=_paginate(raw.get("paginate"), method),
-        page=_page(raw.get("page", 1)),
-        pages_seen=_pages_seen(raw.get("pages_seen")),
+        paginate=_paginate(get("paginate"), method),
+        page=_page(get("page", 1)),
+        pages_seen=_pages_seen(get("pages_seen")),
     )
 
 
@@ -254,18 +257,48 @@ def _resolve_url(raw: Mapping[str, Any], profile: Profile) -> str:
     path, url = raw.get("path"), raw.get("url")
     if (path is None) == (url is None):
         raise JobError("path", "give either path (under base_url) or url (absolute), not both")
+    base_url = profile.base_url
     if path is not None:
         if not isinstance(path, str):
             raise JobError("path", "must be a string")
         if "://" in path or path.startswith("//"):
             raise JobError("path", "is a path under base_url; put an absolute URL in url")
-        url, name = profile.base_url + "/" + path.lstrip("/"), "path"
+        rest = path.lstrip("/")
+        url, name = base_url + "/" + rest, "path"
+        if _PLAIN_REST.match(rest) and _plain_base(base_url):
+            return url
     else:
         if not isinstance(url, str):
             raise JobError("url", "must be a string")
         name = "url"
-    _check_under_base(url, profile.base_url, name)
+        if url.startswith(base_url + "/") and _PLAIN_REST.match(url, len(base_url) + 1) \
+                and _plain_base(base_url):
+            return url
+    _check_under_base(url, base_url, name)
     return url
+
+
+#: What may follow ``base_url + "/"`` in a URL that needs no parsing to be known under it:
+#: segments of unreserved characters and sub-delimiters, none starting with a dot (so none
+#: is ``.`` or ``..`` however read) and none empty, no ``%`` (nothing decodes to a slash or
+#: a dot), then a query of printable ASCII without ``#`` or a backslash. Anything else goes
+#: through ``_check_under_base``, which judges every URL this accepts the same way.
+_PLAIN_SEGMENT = r"[A-Za-z0-9_~!$&'()*+,=-][A-Za-z0-9._~!$&'()*+,;=-]*"
+_PLAIN_REST = re.compile(
+    rf"(?:{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?(?:\?[\x21\x22\x24-\x5b\x5d-\x7e]*)?\Z")
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_base(base_url: str) -> bool:
+    """True when a plain rest (``_PLAIN_REST``) after ``base_url + "/"`` is surely under it:
+    ``base_url`` is an http(s) URL without query or fragment that passes the full check."""
+    if "?" in base_url or "#" in base_url or not base_url.lower().startswith(("http://", "https://")):
+        return False
+    try:
+        _check_under_base(base_url + "/", base_url, "url")
+    except (JobError, ValueError):
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,6 +30,8 @@ def secret_param(name: str) -> bool:
 
 def shown_url(url: str) -> str:
     """``url`` with the values of credential-like query parameters (and any user-info) redacted."""
+    if "?" not in url and "@" not in url:
+        return url  # no query and no user-info: nothing to redact, no need to parse it
     try:
         parts = urlsplit(url)
     except ValueError:
