@@ -127,7 +127,7 @@ class BatchStore:
         first = self._claim(keys=[self.keys.batch_seen(batch_id)], args=args)
         return [None if job_id is None else job_id.decode() for job_id in first]
 
-    def add(self, batch_id: str, entries: list[str], repeats: int, rejected: list[dict[str, Any]],
+    def add(self, batch_id: str, entries: list[bytes], repeats: int, rejected: list[dict[str, Any]],
             upto_line: int | None = None) -> None:
         """Record jobs (before they are published) and refused lines, up to an input line.
 

@@ -1,6 +1,8 @@
 """One chunk of a batch's jobs: recorded, published, then noted as published.
 
-A GET repeated in the batch is recorded and answered by the first one, not run.
+A GET repeated in the batch is recorded and answered by the first one, not run. Each
+job's message is encoded once (by orjson where that reads back the same as ``json``),
+for both its batch entry and its task message.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from producer.batches import BatchStore
 from producer.publish import Outgoing, Publisher, RedisBulkPublisher, random_uuids
@@ -35,11 +40,41 @@ class Rejected:
 _SORTED = json.JSONEncoder(sort_keys=True).encode
 
 
+def _has_float(params: dict[str, Any]) -> bool:
+    for value in params.values():
+        if isinstance(value, float) or (isinstance(value, list)
+                                        and any(isinstance(v, float) for v in value)):
+            return True
+    return False
+
+
+def _plain(job: Job) -> bool:
+    """True when orjson writes the job as ``json`` does, but for spacing and escapes: no
+    float in it (orjson writes NaN and infinities as null), so nothing reads back otherwise."""
+    return job.json is None and job.data is None and not _has_float(job.params)
+
+
 def fingerprint(job: Job) -> str:
     """What makes two GETs the same request: profile, URL, params, headers, cache settings."""
     same = {"api": job.api, "url": job.url, "params": job.params, "headers": job.headers,
             "cache": job.cache, "refresh": job.refresh, "paginate": job.paginate, "page": job.page}
+    if not _has_float(job.params):
+        try:
+            return hashlib.blake2b(orjson.dumps(same, option=orjson.OPT_SORT_KEYS),
+                                   digest_size=16).hexdigest()
+        except orjson.JSONEncodeError:
+            pass  # an integer beyond 64 bits, a lone surrogate: the standard encoder writes it
     return hashlib.blake2b(_SORTED(same).encode(), digest_size=16).hexdigest()
+
+
+def message_json(job: Job, message: dict[str, Any]) -> bytes:
+    """``message`` (``job.to_message()``) as JSON text in UTF-8: by orjson where it is plain."""
+    if _plain(job):
+        try:
+            return orjson.dumps(message)
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(message).encode()
 
 
 def publish_chunk(
@@ -55,22 +90,22 @@ def publish_chunk(
     gets = [(i, fingerprint(job)) for i, (_, job) in enumerate(jobs) if job.method == "GET"]
     first = store.claim(batch_id, [(fp, ids[i]) for i, fp in gets])
     same_as: dict[int, str] = {i: orig for (i, _), orig in zip(gets, first, strict=True) if orig}
-    # Each job's message is encoded once, into both its batch entry and its task's kwargs:
-    # the texts are what json.dumps makes of the entry and of the kwargs.
+    # Each job's message is encoded once, into both its batch entry and its task's kwargs.
     entries = []
     outgoing = []
-    batch_json = json.dumps(batch_id)
+    batch_json = json.dumps(batch_id).encode()
     for i, (job_id, (line, job)) in enumerate(zip(ids, jobs, strict=True)):
         message = job.to_message()
-        text = json.dumps(message)
-        entry = f'{{"id": "{job_id}", "line": {json.dumps(line)}, "job": {text}'
+        text = message_json(job, message)
+        entry = b'{"id": "%b", "line": %b, "job": %b' % (
+            job_id.encode(), b"null" if line is None else b"%d" % line, text)
         if i in same_as:
-            entries.append(f'{entry}, "same_as": {json.dumps(same_as[i])}}}')
+            entries.append(entry + b', "same_as": %b}' % json.dumps(same_as[i]).encode())
         else:
-            entries.append(entry + "}")
+            entries.append(entry + b"}")
             outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id},
                                      job.shown_arguments(batch_id),
-                                     f'{{"job": {text}, "batch_id": {batch_json}}}'))
+                                     b'{"job": %b, "batch_id": %b}' % (text, batch_json)))
     rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
     store.add(batch_id, entries, len(same_as), rejected, upto_line)
     publish_noted(store, publisher, batch_id, outgoing, upto_line, len(jobs))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+import re
+from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii
+from operator import itemgetter
+from typing import Any, NamedTuple, Protocol
 
 import redis
 from celery import Celery
@@ -38,15 +40,14 @@ def random_uuids(count: int) -> list[str]:
     return ids
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """One job to publish: its task id, the task's keyword arguments, and what Flower shows."""
 
     task_id: str
     kwargs: dict[str, Any]
     kwargsrepr: str
-    #: ``json.dumps(kwargs)``, when the caller has it already: the bulk publisher uses it.
-    kwargs_json: str | None = None
+    #: ``json.dumps(kwargs)`` as UTF-8, when the caller has it already: the bulk publisher uses it.
+    kwargs_json: bytes | None = None
 
 
 class Publisher(Protocol):
@@ -76,16 +77,16 @@ _EMBED = b', {"callbacks": null, "errbacks": null, "chain": null, "chord": null}
 
 
 def _json_text(value: str) -> str:
-    """``value`` as it appears inside a JSON string."""
-    return json.dumps(value)[1:-1]
+    """``value`` as it appears inside a JSON string (as ``json.dumps`` writes it)."""
+    return encode_basestring_ascii(value)[1:-1]
 
 
 class RedisBulkPublisher:
     """Pushes task messages straight onto the queue's Redis list, a pipeline per chunk.
 
-    A message is Celery's own (``as_task_v2``) built once as a template; each job only
-    fills in its task id, kwargs and Flower view, so a job costs one ``json.dumps`` of
-    its kwargs instead of two of the whole message.
+    A message is Celery's own (``as_task_v2``) built once as a bytes template; each job
+    only fills in its task id, kwargs (encoded once by the caller, ``Outgoing.kwargs_json``)
+    and Flower view, instead of two ``json.dumps`` of the whole message.
     """
 
     def __init__(self, app: Celery, client: redis.Redis, url: str | None = None) -> None:
@@ -117,37 +118,32 @@ class RedisBulkPublisher:
             },
         }
 
-    def _build_template(self) -> tuple[list[bytes], tuple[str, ...]]:
-        """The message cut at its variable fields: the pieces between them, and which field
-        (``id``, ``kwargsrepr``, ``body``, ``tag``) goes after each piece but the last."""
-        text = json.dumps(self._message(_ID, {}, _KWARGSREPR, _BODY, _TAG))
-        markers = {_ID: "id", _KWARGSREPR: "kwargsrepr", _BODY: "body", _TAG: "tag"}
-        pieces: list[bytes] = []
-        order: list[str] = []
-        while True:
-            found = [(text.find(m), m) for m in markers if m in text]
-            if not found:
-                pieces.append(text.encode())
-                return pieces, tuple(order)
-            at, marker = min(found)
-            pieces.append(text[:at].encode())
-            order.append(markers[marker])
-            text = text[at + len(marker):]
+    def _build_template(self) -> tuple[bytes, Callable[[tuple[bytes, ...]], tuple[bytes, ...]]]:
+        """The message as a bytes %-format, and what picks its values, in their order, from
+        ``(id, kwargsrepr, body, tag)`` (the id comes twice: id and correlation_id)."""
+        text = json.dumps(self._message(_ID, {}, _KWARGSREPR, _BODY, _TAG)).replace("%", "%%")
+        markers = (_ID, _KWARGSREPR, _BODY, _TAG)
+        order: list[int] = []
+
+        def placeholder(found: re.Match[str]) -> str:
+            order.append(markers.index(found.group()))
+            return "%b"
+
+        template = re.sub("|".join(map(re.escape, markers)), placeholder, text).encode()
+        if len(order) < 2 or set(order) != {0, 1, 2, 3}:
+            raise RuntimeError(f"Celery's task message changed shape: {text}")
+        return template, itemgetter(*order)
 
     def envelope(self, out: Outgoing, tag: str | None = None) -> bytes:
         """The message exactly as kombu's Redis transport stores a published task."""
-        kwargs = out.kwargs_json if out.kwargs_json is not None else json.dumps(out.kwargs)
-        fields = {
-            "id": _json_text(out.task_id).encode(),
-            "kwargsrepr": _json_text(out.kwargsrepr).encode(),
-            "body": base64.b64encode(b"[[], " + kwargs.encode() + _EMBED),
-            "tag": (tag or random_uuids(1)[0]).encode(),
-        }
-        pieces, order = self._template
-        parts = [pieces[0]]
-        for name, piece in zip(order, pieces[1:], strict=True):
-            parts += (fields[name], piece)
-        return b"".join(parts)
+        kwargs = out.kwargs_json if out.kwargs_json is not None else json.dumps(out.kwargs).encode()
+        template, pick = self._template
+        return template % pick((
+            _json_text(out.task_id).encode(),
+            _json_text(out.kwargsrepr).encode(),
+            base64.b64encode(b"[[], " + kwargs + _EMBED),
+            (tag or random_uuids(1)[0]).encode(),
+        ))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         self.push(self.client, messages)

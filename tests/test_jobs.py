@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from dataclasses import FrozenInstanceError, fields
 from typing import Any
 
 import pytest
 
-from worker.jobs import _PLAIN_REST, JobError, _check_under_base, parse_job
+from worker.jobs import _PLAIN_REST, Job, JobError, _check_under_base, parse_job
 from worker.profiles import AuthConfig, Profile
 
 PROFILES = {
@@ -36,6 +37,14 @@ def test_a_full_job_round_trips_through_its_message_form() -> None:
     job = parse_job(raw, PROFILES)
     assert job.method == "POST" and job.url == "https://api.example.com/v1/tracks"
     assert parse_job(job.to_message(), PROFILES) == job
+
+
+def test_a_parsed_job_has_every_field_of_a_job_made_by_its_constructor() -> None:
+    job = parse_job({"api": "ex", "path": "/tracks/1", "key": 7}, PROFILES)
+    assert list(vars(job)) == [f.name for f in fields(Job)]
+    assert job == Job(**vars(job))
+    with pytest.raises(FrozenInstanceError):
+        job.url = "https://api.example.com/v1/other"  # type: ignore[misc]
 
 
 def test_absolute_url_under_base_is_accepted() -> None:

@@ -139,7 +139,10 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
     cache, refresh = _flag(raw, "cache", True), _flag(raw, "refresh", False)
     if refresh and not cache:
         raise JobError("refresh", "refresh re-stores a cache entry, so it needs cache: true")
-    return Job(
+    # Every field is checked: the job is made without the frozen dataclass's __init__ (a
+    # setattr per field), its fields in their declared order.
+    job = object.__new__(Job)
+    job.__dict__.update(
         api=api,
         url=_resolve_url(raw, profile),
         method=method,
@@ -155,6 +158,7 @@ def parse_job(raw: Any, profiles: Mapping[str, Profile]) -> Job:
         page=_page(get("page", 1)),
         pages_seen=_pages_seen(get("pages_seen")),
     )
+    return job
 
 
 def _pages_seen(value: Any) -> tuple[str, ...]:
@@ -213,12 +217,14 @@ def _params(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise JobError("params", "must be an object of query parameters")
-    scalar = str | int | float | bool
     for name, item in value.items():
-        items = item if isinstance(item, list) else [item]
-        if not all(isinstance(one, scalar) for one in items):
+        if not isinstance(item, _SCALAR) and not (
+                isinstance(item, list) and all(isinstance(one, _SCALAR) for one in item)):
             raise JobError(f"params.{name}", "must be a string, a number or a list of them")
     return dict(value)
+
+
+_SCALAR = (str, int, float, bool)
 
 
 def _data(value: Any) -> Any:
