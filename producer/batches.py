@@ -56,20 +56,29 @@ class Enqueuing:
         return None
 
 
-#: Claims fingerprints for job ids (ARGV: ttl, then fingerprint and job id pairs) in the
-#: hash KEYS[1]: for each pair, nil when it is the first of its fingerprint, else the id
-#: of the job that claimed it first.
+#: Claims fingerprints for job ids in the hash KEYS[1] (ARGV: ttl, the fingerprints and
+#: the job ids, each newline-separated): newline-separated, for each pair, "" when it is
+#: the first of its fingerprint, else the id of the job that claimed it first.
 _CLAIM = """
-local first = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    first[#first + 1] = false
+local function lines(text)
+  local found, at = {}, 1
+  while at <= #text do
+    local stop = string.find(text, '\\n', at, true) or #text + 1
+    found[#found + 1] = string.sub(text, at, stop - 1)
+    at = stop + 1
+  end
+  return found
+end
+local fingerprints, ids, first = lines(ARGV[2]), lines(ARGV[3]), {}
+for i = 1, #fingerprints do
+  if redis.call('HSETNX', KEYS[1], fingerprints[i], ids[i]) == 1 then
+    first[i] = ''
   else
-    first[#first + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+    first[i] = redis.call('HGET', KEYS[1], fingerprints[i]) or ''
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return first
+return table.concat(first, '\\n')
 """
 
 
@@ -121,11 +130,9 @@ class BatchStore:
         batch, else the id of the job that already runs it. One round trip."""
         if not fingerprints:
             return []
-        args: list[str | int] = [self.ttl_s]
-        for fingerprint, job_id in fingerprints:
-            args += (fingerprint, job_id)
-        first = self._claim(keys=[self.keys.batch_seen(batch_id)], args=args)
-        return [None if job_id is None else job_id.decode() for job_id in first]
+        first = self._claim(keys=[self.keys.batch_seen(batch_id)], args=[
+            self.ttl_s, "\n".join(fp for fp, _ in fingerprints), "\n".join(i for _, i in fingerprints)])
+        return [job_id or None for job_id in first.decode().split("\n")]
 
     def add(self, batch_id: str, entries: list[bytes], repeats: int, rejected: list[dict[str, Any]],
             upto_line: int | None = None) -> None:
