@@ -11,18 +11,11 @@ import redis
 
 from producer.localredis import LocalRedis
 from worker.durations import parse_rate
+from worker.gcra import US, available_now, emission_interval_us, gcra_step, rate_text
 from worker.keys import Keys
 from worker.profiles import Profile
-from worker.ratelimit import (
-    MAX_PAUSE_S,
-    US,
-    RateLimiter,
-    available_now,
-    emission_interval_us,
-    gcra_step,
-    parse_ratelimit_headers,
-    rate_text,
-)
+from worker.rateheaders import parse_ratelimit_headers
+from worker.ratelimit import MAX_PAUSE_S, RateLimiter
 
 NOW_US = 1_700_000_000 * US
 TENTH_US = 100_000
