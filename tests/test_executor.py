@@ -210,3 +210,27 @@ def test_the_token_never_reaches_a_failures_message() -> None:
     outcome = executor(ScriptedAdapter(leak), auth=auth).run(job(), Progress(), CTX)
     assert isinstance(outcome, Failed)
     assert outcome.record["error"]["message"] == "bad token [REDACTED]"
+
+
+#: A result record's fields, in the order PRODUCT.md lists them (``page`` only when paginated).
+RECORD_FIELDS = ["key", "job_id", "batch_id", "api", "method", "url", "ok", "status_code", "body",
+                 "from_cache", "attempts", "elapsed_ms", "error"]
+
+
+def test_the_worker_and_the_producer_write_records_alike() -> None:
+    from producer.records import record_of
+
+    done = executor(ScriptedAdapter(Reply())).run(job(), Progress(), CTX)
+    failed = executor(ScriptedAdapter(Reply(404))).run(job(), Progress(), CTX)
+    assert isinstance(done, Done) and isinstance(failed, Failed)
+    assert list(done.record) == RECORD_FIELDS[:-1] and list(failed.record) == RECORD_FIELDS
+    lost = {"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": ["gone"]}}
+    entry = {"id": "job-2", "job": {"api": "api", "method": "GET", "url": f"{BASE}/x", "key": "k2"}}
+    assert record_of(entry, "batch-1", lost) == {
+        "key": "k2", "job_id": "job-2", "batch_id": "batch-1", "api": "api", "method": "GET",
+        "url": f"{BASE}/x", "ok": False, "status_code": None, "body": None, "from_cache": False,
+        "attempts": None, "elapsed_ms": None,
+        "error": {"type": "WorkerLostError", "status_code": None, "message": "gone"},
+    }
+    assert list(record_of(entry, "batch-1", lost) or {}) == RECORD_FIELDS
+    assert list(failed.record["error"]) == ["type", "status_code", "message"]

@@ -21,6 +21,7 @@ from worker.paginate import next_page
 from worker.profiles import Profile
 from worker.redact import shown_url, url_secrets
 from worker.redirects import refused_redirect
+from worker.resultrecord import Error, result_record
 from worker.secret import scrub
 
 log = logging.getLogger("reqworker.executor")
@@ -301,29 +302,24 @@ def _record(
     progress: Progress,
     attempt: Attempt | None = None,
     *,
-    error: tuple[str, int | None, str] | None = None,
+    error: Error | None = None,
 ) -> dict[str, Any]:
-    """The JSON result record of a finished job, as PRODUCT.md describes it."""
+    """The result record of a job this run finished (``worker.resultrecord``)."""
     # A job that is not even an object (a string) is described by what it is.
     view = job.to_message() if isinstance(job, Job) else dict(job) if isinstance(job, Mapping) else {}
     response = attempt.response if attempt else None
-    record: dict[str, Any] = {
-        "key": view.get("key"),
-        "job_id": ctx.job_id,
-        "batch_id": ctx.batch_id,
-        "api": view.get("api"),
-        "method": view.get("method", "GET"),
-        "url": shown_url(str(view.get("url") or view.get("path") or "")),
-        "ok": error is None,
-        "status_code": response.status_code if response is not None else None,
-        "body": response_body(response) if response is not None else None,
-        "from_cache": attempt.from_cache if attempt else False,
-        "attempts": progress.attempts,
-        "elapsed_ms": attempt.elapsed_ms if attempt else 0,
-    }
-    if view.get("paginate"):
-        record["page"] = view.get("page", 1)
-    if error is not None:
-        kind, status, message = error
-        record["error"] = {"type": kind, "status_code": status, "message": message}
-    return record
+    return result_record(
+        key=view.get("key"),
+        job_id=ctx.job_id,
+        batch_id=ctx.batch_id,
+        api=view.get("api"),
+        method=view.get("method", "GET"),
+        url=shown_url(str(view.get("url") or view.get("path") or "")),
+        status_code=response.status_code if response is not None else None,
+        body=response_body(response) if response is not None else None,
+        from_cache=attempt.from_cache if attempt else False,
+        attempts=progress.attempts,
+        elapsed_ms=attempt.elapsed_ms if attempt else 0,
+        page=view.get("page", 1) if view.get("paginate") else None,
+        error=error,
+    )
