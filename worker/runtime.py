@@ -18,7 +18,7 @@ from worker.keys import Keys
 from worker.profiles import Profile, load_profiles
 from worker.ratelimit import RateLimiter
 from worker.redisconn import worker_client
-from worker.settings import Settings
+from worker.settings import Settings, forget_process_settings, process_settings
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
-    settings = settings or Settings.from_env()
+    settings = settings or process_settings()
     profiles = load_profiles(settings.apis_path)
     keys = Keys(settings.key_prefix)
     cache_redis = worker_client(settings.cache_url, settings)
@@ -66,6 +66,7 @@ def runtime() -> Runtime:
 
 
 def reset() -> None:
-    """Forget the runtime, so a forked child builds its own connections."""
+    """Forget the runtime, so a forked child builds its own connections (and reads its settings)."""
     global _current
     _current = None
+    forget_process_settings()
