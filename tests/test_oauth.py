@@ -15,9 +15,10 @@ import redis
 from producer.localredis import free_port
 from producer.loopback_api import Reply
 from tests.oauth_support import ENV, authoriser, every_value, oauth_profile
-from worker.auth import Credentials, make_authoriser
+from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.keys import Keys
+from worker.runtime import make_authoriser
 from worker.secret import Secret, redact
 from worker.tokens import Token, TokenStore
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from worker.auth import NoAuth, StaticBearer, make_authoriser
+from worker.auth import NoAuth, StaticBearer
 from worker.profiles import Profile, ProfileError, parse_profiles
+from worker.runtime import make_authoriser
 from worker.secret import Secret
 
 BASE = "https://api.example.com/v1"

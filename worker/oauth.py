@@ -238,9 +238,7 @@ class OAuth2Authoriser:
             return True
 
     def credentials_for(self, token: Token) -> Credentials:
-        headers = {name: value.reveal() for name, value in self.config.headers if value is not None}
-        headers[self.config.header_key] = self.config.header_prefix + token.access_token.reveal()
-        return Credentials(headers=headers, version=str(token.version))
+        return Credentials.for_token(self.config, token.access_token, str(token.version))
 
     def passes_test(self, token: Token) -> bool:
         """Whether ``test_url`` answers ``test_status`` to this token (True without a test)."""
