@@ -14,7 +14,7 @@ from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 
 from worker.errors import WaitLater
-from worker.redisconn import is_redis_url, is_sentinel_url
+from worker.redisurl import is_redis_url, is_sentinel_url
 
 # KEYS: the task's meta key. ARGV: the meta (JSON), seconds to keep it (0: no expiry).
 _UNLESS_FINISHED = """
