@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.redisconn import is_sentinel_url
+from worker.redisurl import is_sentinel_url
 from worker.resultstore import guarded
 from worker.settings import Settings
 from worker.usercelery import user_celery_settings

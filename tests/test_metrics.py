@@ -15,7 +15,6 @@ from tests.oauth_support import Provider, authoriser, oauth_profile
 from tests.test_admission import PROFILE, FakeLimiter, gate
 from worker import metrics
 from worker.admission import Wait
-from worker.executor import Done, Failed, Progress, Retry
 from worker.keys import Keys
 from worker.metricserver import MetricsConfig
 from worker.ratelimit import Admission
@@ -41,14 +40,13 @@ def test_a_short_wait_for_a_reserved_slot_is_counted_as_a_rate_wait() -> None:
     assert value("reqworker_waits_total", api="api", reason="rate") == before + 1
 
 
-def test_outcomes_count_jobs_and_backoff_retries_but_not_waits() -> None:
+def test_outcomes_count_jobs_and_backoff_retries() -> None:
     api = "outcomes"
     job = {"api": api, "path": "/x"}
-    metrics.ended(job, Done({}))
-    metrics.ended(job, Failed({}))
-    metrics.ended(job, Retry(1.0, Progress(), "HTTP 500", backoff=True))
-    metrics.ended(job, Retry(1.0, Progress(), "waiting for the budget", backoff=False))
-    metrics.ended("not a job", Failed({}))
+    metrics.ended(job, succeeded=True)
+    metrics.ended(job, succeeded=False)
+    metrics.retried(job)
+    metrics.ended("not a job", succeeded=False)
     assert value("reqworker_jobs_total", api=api, outcome="succeeded") == 1
     assert value("reqworker_jobs_total", api=api, outcome="failed") == 1
     assert value("reqworker_retries_total", api=api) == 1

@@ -15,9 +15,10 @@ import redis
 from producer.localredis import free_port
 from producer.loopback_api import Reply
 from tests.oauth_support import ENV, authoriser, every_value, oauth_profile
-from worker.auth import Credentials, make_authoriser
+from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.keys import Keys
+from worker.runtime import make_authoriser
 from worker.secret import Secret, redact
 from worker.tokens import Token, TokenStore
 
@@ -153,7 +154,7 @@ def test_refused_refresh_token_falls_back_to_client_credentials(provider, client
         "grant_type=refresh_token", "grant_type=client_credentials"]
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("status", [500, 503, 408, 425, 429])  # as an API answer (worker.outcome)
 def test_a_failing_token_endpoint_is_a_retryable_auth_error(provider, client, keys, status):
     provider.api.script("/token", Reply(status, json={"error": "busy"}))
     with pytest.raises(AuthError) as caught:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from worker.auth import NoAuth, StaticBearer, make_authoriser
+from worker.auth import Credentials, NoAuth, StaticBearer
 from worker.profiles import Profile, ProfileError, parse_profiles
+from worker.runtime import make_authoriser
 from worker.secret import Secret
 
 BASE = "https://api.example.com/v1"
@@ -96,6 +97,15 @@ def test_bearer_and_none_are_unchanged():
         profile({"kind": "bearer", "token": "${TOKEN}", "scope": "x"})
     with pytest.raises(ProfileError, match="'token'"):
         profile({"kind": "none", "token": "x"})
+
+
+def test_bearer_and_oauth2_credentials_carry_the_token_and_static_headers_alike():
+    shape = {"header_key": "X-Api-Token", "header_prefix": "Token ", "headers": {"X-Client-Id": "${CID}"}}
+    headers = {"X-Api-Token": "Token static-token", "X-Client-Id": "client-abc"}
+    bearer = profile({"kind": "bearer", "token": "${TOKEN}", **shape}).auth
+    oauth2 = profile(oauth(**shape)).auth
+    assert StaticBearer(bearer).credentials() == Credentials(headers, "static")
+    assert Credentials.for_token(oauth2, Secret("static-token"), "7") == Credentials(headers, "7")
 
 
 def test_oauth2_authoriser_needs_redis():

@@ -10,7 +10,8 @@ from redis.sentinel import SentinelConnectionPool
 
 from celeryconfig import celery_settings
 from tests.test_deploy import deploy_profiles
-from worker.redisconn import SentinelURL, connect, describe_redis_error
+from worker.redisconn import connect, describe_redis_error
+from worker.redisurl import SentinelURL, is_redis_url, is_sentinel_url, is_tls_url
 from worker.resultstore import FinishedStaysFinishedSentinel, guarded
 from worker.settings import Settings, SettingsError, redact_url
 from worker.startup import StartupError, check_visibility
@@ -27,6 +28,20 @@ def test_a_sentinel_url_lists_sentinels_and_the_primarys_password_and_database()
     parsed = SentinelURL.parse(SENTINELS)
     assert parsed.sentinels == (("s1", 26380), ("s2", 26379), ("s3", 26381))
     assert (parsed.password, parsed.db) == ("pw", 2)
+
+
+@pytest.mark.parametrize(("url", "kinds"), [
+    ("redis://r:6379/0", {"redis"}),
+    ("rediss://r:6380/0?ssl_cert_reqs=required", {"redis", "tls"}),
+    ("unix:///run/redis.sock?db=1", {"redis"}),
+    (SENTINELS, {"redis", "sentinel"}),
+    ("amqp://guest@rabbit//", set()),
+    ("redis", set()),
+    ("http://redis://r", set()),
+])
+def test_each_kind_of_redis_url_is_told_by_its_scheme(url: str, kinds: set[str]) -> None:
+    told = {"redis": is_redis_url(url), "tls": is_tls_url(url), "sentinel": is_sentinel_url(url)}
+    assert {kind for kind, yes in told.items() if yes} == kinds
 
 
 @pytest.mark.parametrize("url", ["sentinel://s1/x", "sentinel://s1;redis://r", "sentinel://"])

@@ -15,7 +15,7 @@ from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown,
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.inflight import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE, InFlight, guarded
-from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
+from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
 from worker.outcome import Verdict, api_message, classify_exception, classify_status
 from worker.paginate import next_page
 from worker.profiles import Profile
@@ -23,6 +23,7 @@ from worker.redact import shown_url, url_secrets
 from worker.redirects import refused_redirect
 from worker.resultrecord import Error, result_record
 from worker.secret import scrub
+from worker.urls import is_under_base
 
 log = logging.getLogger("reqworker.executor")
 

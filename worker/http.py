@@ -17,10 +17,11 @@ from requests_cache import CachedSession
 
 from worker.bounds import BoundedAdapter, attempt_deadline
 from worker.cache import cache_backend, session_kwargs
-from worker.jobs import Job, is_under_base
+from worker.jobs import Job
 from worker.keys import Keys
 from worker.profiles import Profile
 from worker.redirects import redirect_refusal, resends_body
+from worker.urls import is_under_base
 
 
 class _KeepsCredentialsHome:

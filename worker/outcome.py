@@ -24,7 +24,15 @@ class Verdict(Enum):
 #: 4xx answers that mean "try again later" rather than "this request is wrong".
 RETRYABLE_4XX = frozenset({408, 425, 429})
 #: Answers that say the server did not act on the request: safe to repeat a POST.
-NOT_PROCESSED = frozenset({408, 425, 429, 503})
+NOT_PROCESSED = RETRYABLE_4XX | {503}
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an answer of ``status`` may pass if asked again later: a 5xx or a ``RETRYABLE_4XX``.
+
+    The one rule for an API's answers and for a token endpoint's.
+    """
+    return status in RETRYABLE_4XX or 500 <= status < 600
 
 
 def classify_status(status: int, method: str, retry_unsafe: bool = False) -> Verdict:
@@ -33,7 +41,7 @@ def classify_status(status: int, method: str, retry_unsafe: bool = False) -> Ver
         return Verdict.SUCCESS
     if status == 401:
         return Verdict.REAUTH
-    if status in RETRYABLE_4XX or 500 <= status < 600:
+    if retryable_status(status):
         if method in UNSAFE_METHODS and not retry_unsafe and status not in NOT_PROCESSED:
             return Verdict.FAIL
         return Verdict.RETRY

@@ -15,7 +15,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 
 from worker.errors import WaitLater
 from worker.lua import script
-from worker.redisconn import is_redis_url, is_sentinel_url
+from worker.redisurl import is_redis_url, is_sentinel_url
 
 
 class _KeepsFinished(RedisBackend):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TypeVar
 
-from worker.redisconn import SentinelURL, is_redis_url, is_sentinel_url
+from worker.redisurl import SentinelURL, is_redis_url, is_sentinel_url, is_tls_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_ALIVE_FILE = "/tmp/reqworker-alive"
@@ -109,7 +109,7 @@ class Settings:
         (Celery's result backend would raise), and a sentinel:// URL without the primary's
         name or that cannot be read."""
         for url in {self.broker_url, self.result_backend, self.cache_url}:
-            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+            if is_tls_url(url) and "ssl_cert_reqs=" not in url:
                 raise SettingsError(f"{redact_url(url)}: a rediss:// URL needs ssl_cert_reqs "
                                     "(add ?ssl_cert_reqs=required&ssl_ca_certs=/path/to/ca.pem)")
             if not is_sentinel_url(url):

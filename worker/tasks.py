@@ -118,14 +118,15 @@ def request(
             raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
-    metrics.ended(job, outcome)
     if isinstance(outcome, Done):
+        metrics.ended(job, succeeded=True)
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
     if isinstance(outcome, Retry):
         why: Exception
         if outcome.backoff:
+            metrics.retried(job)
             log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
             why = RetryLater(outcome.reason)
         else:
@@ -146,4 +147,5 @@ def request(
             # then stay pending for ever and its batch never finish.
             why_not = f"the retry could not be scheduled ({type(exc).__name__}); last: {outcome.reason}"
             raise JobFailed(runtime().executor.unschedulable(job, outcome.progress, ctx, why_not)) from None
+    metrics.ended(job, succeeded=False)
     raise JobFailed(outcome.record)

@@ -13,8 +13,8 @@ and one worker can hoard a whole waiting backlog. This transport differs in thre
 - **Poison.** A message that cannot be decoded, or is no reqworker job, is set aside
   (``worker.deadletters``) with one log line instead of ending the worker.
 
-Chosen by ``broker_transport`` in ``celeryconfig`` for ``redis://``, ``rediss://`` and
-``unix://`` brokers; ``SentinelTransport`` is the same for ``sentinel://``.
+Chosen by ``broker_transport`` in ``celeryconfig`` for a Redis broker;
+``SentinelTransport`` is the same through Sentinel (the URLs: ``worker.redisurl``).
 """
 
 from __future__ import annotations
