@@ -37,10 +37,14 @@ return due
 """
 
 # KEYS: parked sets. ARGV: limit per set.
-# Moves every due member onto the list named in it (LPUSH, as kombu publishes), and
-# returns {messages moved, ms until the next parked message is due or -1 if none}.
-# One ZRANGE by rank reads the earliest members: the due ones are moved, the first one
-# not due says when to look again (0 when all it read were due: look again soon).
+# Moves every due member onto the list named in it, and returns {messages moved, ms
+# until the next parked message is due or -1 if none}. One ZRANGE by rank reads the
+# earliest members: the due ones are moved, the first one not due says when to look
+# again (0 when all it read were due: look again soon). A due message goes to the
+# front of its queue (RPUSH: kombu publishes with LPUSH and takes from the right), the
+# earliest due nearest the front: it has waited already, and a job back for a
+# reserved slot of the rate budget must not queue behind a fresh backlog until the
+# slot has passed.
 _MOVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -54,13 +58,15 @@ for _, key in ipairs(KEYS) do
   for i = 1, #first, 2 do
     local score = tonumber(first[i + 1])
     if score > now then wait = score - now break end
-    local member = first[i]
+    due[#due + 1] = first[i]
+  end
+  for i = #due, 1, -1 do
+    local member = due[i]
     local cut = string.find(member, '\\n', 1, true)
     if cut then
-      redis.call('LPUSH', string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
+      redis.call('RPUSH', string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
       moved = moved + 1
     end
-    due[#due + 1] = member
   end
   if #due > 0 then
     redis.call('ZREM', key, unpack(due))
@@ -69,6 +75,21 @@ for _, key in ipairs(KEYS) do
   if wait >= 0 and (next_ms < 0 or wait < next_ms) then next_ms = wait end
 end
 return {moved, next_ms}
+"""
+
+# KEYS: parked set, kombu's unacked index, kombu's unacked hash. ARGV: delay ms, target
+# list, message JSON, the delivery tag of the message it replaces.
+# Parks a message in place of one a worker holds, and acknowledges that one, in one
+# step: a worker that dies at any moment leaves exactly one of the two. Returns the due
+# time (server ms), or -1 when the held message is no longer held (its lease ran out
+# and it went back to its queue): then nothing is parked.
+_REPARK = """
+if redis.call('ZREM', KEYS[2], ARGV[4]) == 0 then return -1 end
+redis.call('HDEL', KEYS[3], ARGV[4])
+local t = redis.call('TIME')
+local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], due, ARGV[2] .. '\\n' .. ARGV[3])
+return due
 """
 
 
@@ -106,10 +127,22 @@ class Parking:
         self.client = client
         self._park = client.register_script(_PARK)
         self._move = client.register_script(_MOVE)
+        self._repark = client.register_script(_REPARK)
 
     def park(self, queue_list: str, payload: str, delay: int) -> int:
         """Hold ``payload`` for ``delay`` ms, then put it on ``queue_list``; returns its due time."""
         return int(self._park(keys=[parked_key(queue_list)], args=[delay, queue_list, payload]))
+
+    def repark(self, queue_list: str, payload: str, delay: int, held: tuple[str, str, str]) -> int | None:
+        """Park ``payload`` in place of a held message, acknowledging that one in the same step.
+
+        ``held``: kombu's unacked index and hash, and the held message's delivery tag.
+        Returns the due time, or None when that message was no longer held (nothing parked).
+        """
+        index, unacked, tag = held
+        due = int(self._repark(keys=[parked_key(queue_list), index, unacked],
+                               args=[delay, queue_list, payload, tag]))
+        return None if due < 0 else due
 
     def move_due(self, queue_lists: Sequence[str], limit: int = MOVE_LIMIT) -> tuple[int, float | None]:
         """Move due messages onto their queues: (how many moved, seconds until the next, or None).

@@ -46,19 +46,19 @@ local function keep_until(key, until_us)
 end
 """
 
-# KEYS: rate, pause. ARGV: interval_us (0 = no rate limit), burst, now_us or ''.
 # KEYS: rate, pause. ARGV: interval_us (0 = no rate limit), burst, now_us or '', reserve_us.
 # Returns {microseconds to wait, 1 when the wait is a pause, 1 when the slot is taken}.
 # A slot at most reserve_us ahead is taken (reserved) for the caller, who then waits
 # for it and goes without asking again; a later slot takes nothing.
 _ADMIT = _CLOCK + """
 local now = now_us(ARGV[3])
-local paused = tonumber(redis.call('GET', KEYS[2]))
+local got = redis.call('MGET', KEYS[2], KEYS[1])
+local paused = tonumber(got[1])
 if paused and paused > now then return {paused - now, 1, 0} end
 local interval = tonumber(ARGV[1])
 if interval <= 0 then return {0, 0, 1} end
 local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local tat = tonumber(got[2]) or now
 if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
