@@ -68,3 +68,22 @@ def test_counts_keep_waiting_apart_in_totals_and_json() -> None:
     assert (counts.pending, counts.waiting, counts.retrying) == (1, 3, 2)
     assert counts.total == 10 and not counts.finished
     assert counts.as_dict()["waiting"] == 3
+
+
+def test_every_key_a_count_writes_expires(client: redis.Redis, keys: Keys) -> None:
+    counters, batch_id = _batch(client, keys, 70)
+    client.expire(keys.batch(batch_id), 60)
+    for n in range(70):
+        counters.waiting(batch_id, f"j{n}")
+    counters.retrying(batch_id, "j0")
+    for key in (keys.batch_waiting(batch_id), keys.batch_retrying(batch_id)):
+        assert 0 < client.ttl(key) <= 60, key  # from the moment the set exists
+    # A set that stays full through a long batch gets the expiry again as jobs finish.
+    client.expire(keys.batch_waiting(batch_id), 5)
+    client.expire(keys.batch_retrying(batch_id), 5)
+    for n in range(1, 65):
+        counters.finished(batch_id, f"j{n}", ok=True)
+    for key in (keys.batch(batch_id), keys.batch_done(batch_id), keys.batch_waiting(batch_id),
+                keys.batch_retrying(batch_id)):
+        assert 5 < client.ttl(key) <= 60, key
+    assert _counts(client, keys, batch_id) == Counts(succeeded=64, waiting=5, retrying=1)

@@ -63,10 +63,22 @@ class Parking:
         self.client = client
         self._park = script(client, "parking_park.lua")
         self._move = script(client, "parking_move.lua")
+        self._repark = script(client, "parking_repark.lua")
 
     def park(self, queue_list: str, payload: str, delay: int) -> int:
         """Hold ``payload`` for ``delay`` ms, then put it on ``queue_list``; returns its due time."""
         return int(self._park(keys=[parked_key(queue_list)], args=[delay, queue_list, payload]))
+
+    def repark(self, queue_list: str, payload: str, delay: int, held: tuple[str, str, str]) -> int | None:
+        """Park ``payload`` in place of a held message, acknowledging that one in the same step.
+
+        ``held``: kombu's unacked index and hash, and the held message's delivery tag.
+        Returns the due time, or None when that message was no longer held (nothing parked).
+        """
+        index, unacked, tag = held
+        due = int(self._repark(keys=[parked_key(queue_list), index, unacked],
+                               args=[delay, queue_list, payload, tag]))
+        return None if due < 0 else due
 
     def move_due(self, queue_lists: Sequence[str], limit: int = MOVE_LIMIT) -> tuple[int, float | None]:
         """Move due messages onto their queues: (how many moved, seconds until the next, or None).

@@ -4,12 +4,13 @@
 -- for it and goes without asking again; a later slot takes nothing.
 -- worker.gcra.gcra_step is the same arithmetic in Python.
 local now = now_us(ARGV[3])
-local paused = tonumber(redis.call('GET', KEYS[2]))
+local got = redis.call('MGET', KEYS[2], KEYS[1])
+local paused = tonumber(got[1])
 if paused and paused > now then return {paused - now, 1, 0} end
 local interval = tonumber(ARGV[1])
 if interval <= 0 then return {0, 0, 1} end
 local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local tat = tonumber(got[2]) or now
 if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
