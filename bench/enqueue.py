@@ -220,7 +220,7 @@ def main() -> int:
         apis.write_text(f'[apis.{PROFILE}]\nbase_url = "http://127.0.0.1:9"\n', encoding="utf-8")
         env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
                "BENCH_REDIS_URL": redis_server.url}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+        os.environ.update(env)  # Client.from_env and bench.baseline_app (at import) read it
         import redis
 
         from bench.baseline_app import app as plain

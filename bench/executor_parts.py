@@ -84,7 +84,7 @@ def main() -> int:
             apis = Path(tmp) / "apis.toml"
             apis.write_text(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n', encoding="utf-8")
             os.environ.update(REQWORKER_REDIS_URL=redis_server.url, REQWORKER_APIS=str(apis))
-            from worker.executor import JobContext, Progress
+            from worker.executor import JobContext, Spent
             from worker.jobs import parse_job
             from worker.runtime import build_runtime
 
@@ -94,7 +94,7 @@ def main() -> int:
                 for i in range(n):
                     raw = {"api": "bench", "url": f"{api}/item/{tag}/{i}", "cache": cache}
                     message = parse_job(raw, rt.profiles).to_message()
-                    outcome = rt.executor.run(message, Progress(), JobContext(job_id=str(i)))
+                    outcome = rt.executor.run(message, Spent(), JobContext(job_id=str(i)))
                     assert getattr(outcome, "record", {}).get("ok"), outcome
 
             run(True, "warm", 200)

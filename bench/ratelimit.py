@@ -326,7 +326,7 @@ def main() -> int:
         env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
                "BENCH_REDIS_URL": redis_server.url,
                "BENCH_RATE_LIMIT": f"{args.rate}/s"}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+        os.environ.update(env)  # make_app() reads its settings from the environment when called
         import redis
 
         from producer.celeryapp import make_app

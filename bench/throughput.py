@@ -352,7 +352,7 @@ def main() -> int:
         apis.write_text(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n', encoding="utf-8")
         env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
                "BENCH_REDIS_URL": redis_server.url}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing apps below
+        os.environ.update(env)  # make_app() reads it when called, bench.baseline_app at import
         import redis
 
         from producer.celeryapp import make_app

@@ -17,7 +17,7 @@ from worker import metrics
 from worker.admission import Wait
 from worker.keys import Keys
 from worker.metricserver import MetricsConfig
-from worker.ratelimit import Admission
+from worker.ratelimit import RateDecision
 from worker.settings import SettingsError
 
 
@@ -27,8 +27,8 @@ def value(name: str, **labels: str) -> float:
 
 def test_each_kind_of_wait_says_what_it_waits_for() -> None:
     full = gate(FakeLimiter([], slots_free=False), []).enter(replace(PROFILE, concurrency=1))
-    paused = gate(FakeLimiter([Admission(3.0, True, False)]), []).enter(PROFILE)
-    budget = gate(FakeLimiter([Admission(3.0, False, False)]), []).enter(PROFILE)
+    paused = gate(FakeLimiter([RateDecision(3.0, True, False)]), []).enter(PROFILE)
+    budget = gate(FakeLimiter([RateDecision(3.0, False, False)]), []).enter(PROFILE)
     assert isinstance(full, Wait) and full.kind == "concurrency"
     assert isinstance(paused, Wait) and paused.kind == "pause"
     assert isinstance(budget, Wait) and budget.kind == "rate"
@@ -36,7 +36,7 @@ def test_each_kind_of_wait_says_what_it_waits_for() -> None:
 
 def test_a_short_wait_for_a_reserved_slot_is_counted_as_a_rate_wait() -> None:
     before = value("reqworker_waits_total", api="api", reason="rate")
-    gate(FakeLimiter([Admission(0.3, False, True)]), []).enter(PROFILE)
+    gate(FakeLimiter([RateDecision(0.3, False, True)]), []).enter(PROFILE)
     assert value("reqworker_waits_total", api="api", reason="rate") == before + 1
 
 

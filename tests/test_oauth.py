@@ -154,7 +154,7 @@ def test_refused_refresh_token_falls_back_to_client_credentials(provider, client
         "grant_type=refresh_token", "grant_type=client_credentials"]
 
 
-@pytest.mark.parametrize("status", [500, 503, 408, 425, 429])  # as an API answer (worker.outcome)
+@pytest.mark.parametrize("status", [500, 503, 408, 425, 429])  # as an API answer (worker.verdicts)
 def test_a_failing_token_endpoint_is_a_retryable_auth_error(provider, client, keys, status):
     provider.api.script("/token", Reply(status, json={"error": "busy"}))
     with pytest.raises(AuthError) as caught:

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 #: Requests the API accepts with the first token of the "batch" profile before refusing it.
 FIRST_TOKEN_USES = 120
 BATCH = 500
-#: Renewal lease of the "lease" profile: 2 * timeout + 5 s (worker.auth.renewal_lease_s).
+#: Renewal lease of the "lease" profile: 2 * timeout + 5 s (worker.profiles.Profile.request_lease_s).
 LEASE_TIMEOUT_S = 1
 LEASE_MS = (2 * LEASE_TIMEOUT_S + 5) * 1000
 #: Jobs, one at a time with every worker thread idle, that a 401 fails after their renewal.

@@ -11,13 +11,13 @@ import redis
 
 from producer.localredis import LocalRedis
 from worker.durations import parse_rate
-from worker.gcra import US, available_now, emission_interval_us, gcra_step, rate_text
+from worker.gcra import MICROS_PER_S, available_now, emission_interval_us, gcra_step, rate_text
 from worker.keys import Keys
 from worker.profiles import Profile
 from worker.rateheaders import parse_ratelimit_headers
 from worker.ratelimit import MAX_PAUSE_S, RateLimiter
 
-NOW_US = 1_700_000_000 * US
+NOW_US = 1_700_000_000 * MICROS_PER_S
 TENTH_US = 100_000
 
 
@@ -68,9 +68,9 @@ def test_wait_shrinks_as_time_passes() -> None:
 
 
 def test_idle_time_refills_no_more_than_burst() -> None:
-    assert run(5, burst=3, now_us=NOW_US + 3600 * US) == [0, 0, 0, TENTH_US, TENTH_US]
+    assert run(5, burst=3, now_us=NOW_US + 3600 * MICROS_PER_S) == [0, 0, 0, TENTH_US, TENTH_US]
     tat = gcra_step(None, NOW_US, TENTH_US, 3).tat_us
-    assert available_now(tat, NOW_US + 3600 * US, TENTH_US, 3) == 3
+    assert available_now(tat, NOW_US + 3600 * MICROS_PER_S, TENTH_US, 3) == 3
 
 
 def test_available_now_counts_what_the_tat_leaves() -> None:
@@ -327,7 +327,7 @@ def test_the_rate_margin_spaces_requests_a_little_wider(
 ) -> None:
     limiter = new_worker()
     p = profile("10/s", rate_margin=0.02)
-    waits = [limiter.admission(p, now_s=t0, reserve_s=1.0).wait_s for _ in range(3)]
+    waits = [limiter.decide(p, now_s=t0, reserve_s=1.0).wait_s for _ in range(3)]
     assert waits == pytest.approx([0.0, 0.1 / 0.98, 0.2 / 0.98], abs=1e-6)
 
 
@@ -336,7 +336,7 @@ def test_waiting_callers_reserve_successive_slots_up_to_the_horizon(
 ) -> None:
     one, two = new_worker(), new_worker()
     p = profile("10/s")
-    answers = [(one if i % 2 else two).admission(p, now_s=t0, reserve_s=0.35) for i in range(6)]
+    answers = [(one if i % 2 else two).decide(p, now_s=t0, reserve_s=0.35) for i in range(6)]
     reserved = [a for a in answers if a.reserved]
     assert [a.wait_s for a in reserved] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     # beyond the horizon nothing is taken: the next caller is told the same next slot

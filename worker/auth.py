@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.profiles import AuthConfig, Profile
+from worker.profiles import AuthConfig
 from worker.secret import Secret
 
 
@@ -57,8 +57,3 @@ class StaticBearer:
 
     def renew(self, rejected: Credentials) -> bool:
         return False
-
-
-def renewal_lease_s(profile: Profile) -> float:
-    """Seconds one process may hold a profile's token renewal: one token request, with room."""
-    return 2 * profile.timeout_s + 5.0

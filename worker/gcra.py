@@ -12,7 +12,7 @@ from typing import NamedTuple
 from worker.durations import Rate
 
 #: Microseconds in a second: the unit of every time the scripts store.
-US = 1_000_000
+MICROS_PER_S = 1_000_000
 
 
 class GcraStep(NamedTuple):
@@ -25,7 +25,7 @@ class GcraStep(NamedTuple):
 
 def emission_interval_us(rate: Rate, margin: float = 0.0) -> int:
     """Microseconds between requests at a steady ``rate``, less a ``margin`` (at least 1)."""
-    return max(1, round(rate.period_s * US / (rate.count * (1.0 - margin))))
+    return max(1, round(rate.period_s * MICROS_PER_S / (rate.count * (1.0 - margin))))
 
 
 def gcra_step(tat_us: int | None, now_us: int, interval_us: int, burst: int) -> GcraStep:

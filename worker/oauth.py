@@ -19,10 +19,10 @@ import requests
 
 from worker.auth import Credentials
 from worker.errors import AuthError
-from worker.outcome import retryable_status
 from worker.profiles import AuthConfig, Profile
 from worker.secret import Secret, flaw, scrub
 from worker.tokens import Token, TokenStore
+from worker.verdicts import retryable_status
 
 log = logging.getLogger("reqworker.oauth")
 
@@ -87,7 +87,7 @@ class TokenEndpoint:
                                      retryable=True) from None
         status = response.status_code
         body = _json(response)
-        # An answer that may pass (``worker.outcome``): the job is retried with backoff.
+        # An answer that may pass (``worker.verdicts``): the job is retried with backoff.
         if retryable_status(status):
             raise TokenEndpointError(f"{where} answered HTTP {status} ({grant}); try again later",
                                      retryable=True, status=status)

@@ -12,37 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.authconfig import AUTH_KINDS, AuthConfig, read_auth
+from worker.backoff import Backoff
 from worker.durations import Rate, parse_duration_s, parse_rate, parse_size
 from worker.tables import ProfileError, TableReader
 from worker.urls import has_user_info, is_http_url
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-__all__ = ["AUTH_KINDS", "AuthConfig", "Backoff", "Profile", "ProfileError", "load_profiles",
-           "parse_profiles"]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """The seed's backoff: retry n waits ``start_s * factor ** n``, ``count`` retries at most."""
-
-    start_s: float = 0.5
-    factor: float = 1.5
-    count: int = 10
-
-    @property
-    def final_s(self) -> float:
-        """No backoff countdown reaches this (the seed's ``backoff_final``)."""
-        return self.start_s * self.factor**self.count
-
-    @property
-    def retry_after_max_s(self) -> float:
-        """The longest Retry-After a job will wait (the seed's ``timeout``)."""
-        return sum(self.start_s * self.factor**i for i in range(self.count + 1))
-
-    @property
-    def longest_countdown_s(self) -> float:
-        """The longest countdown a job of this profile can ask for."""
-        return max(self.final_s, self.retry_after_max_s)
+__all__ = ["AUTH_KINDS", "AuthConfig", "Profile", "ProfileError", "load_profiles", "parse_profiles"]
 
 
 #: The default ``max_body``: 10 MiB.
@@ -79,6 +55,13 @@ class Profile:
     cache_control: bool = False
     #: The most pages one paginated job may fetch; a job's ``paginate.max_pages`` may only lower it.
     max_pages: int = 1000
+
+    @property
+    def request_lease_s(self) -> float:
+        """Seconds a lease taken for one HTTP request of this profile lasts at most: a
+        concurrency slot, a token renewal. The connect and the read timeouts, with room, so
+        that a process that dies holding the lease blocks nobody for longer."""
+        return 2 * self.timeout_s + 5.0
 
     @property
     def credential_headers(self) -> tuple[str, ...]:

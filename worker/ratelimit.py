@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from worker.gcra import US, available_now, emission_interval_us, gcra_step, rate_text
+from worker.gcra import MICROS_PER_S, available_now, emission_interval_us, gcra_step, rate_text
 from worker.keys import Keys
 from worker.lua import script
 from worker.profiles import Profile
@@ -30,7 +30,7 @@ MAX_PAUSE_S = 86400.0
 _CLOCK = "ratelimit_clock.lua"
 
 
-class Admission(NamedTuple):
+class RateDecision(NamedTuple):
     """The limiter's answer: seconds to wait, whether a pause is why, whether a slot is held."""
 
     wait_s: float
@@ -40,11 +40,11 @@ class Admission(NamedTuple):
 
 
 def _now_arg(now_s: float | None) -> str:
-    return "" if now_s is None else str(round(now_s * US))
+    return "" if now_s is None else str(round(now_s * MICROS_PER_S))
 
 
 class RateLimiter:
-    """Admission to each API profile for the whole fleet: rate, pauses and in-flight cap.
+    """Each API profile's shared rate budget, pause and in-flight cap, for the whole fleet.
 
     ``now_s`` arguments exist for tests; in service leave them out so that the Redis
     server's clock decides. An injected time should not lag the server's clock: keys
@@ -64,11 +64,11 @@ class RateLimiter:
 
         A 0.0 has consumed one request of the shared budget; a wait consumed nothing.
         """
-        return self.admission(profile, now_s).wait_s
+        return self.decide(profile, now_s).wait_s
 
-    def admission(
+    def decide(
         self, profile: Profile, now_s: float | None = None, *, reserve_s: float = 0.0
-    ) -> Admission:
+    ) -> RateDecision:
         """Like ``admit``, also saying whether the wait is a fleet-wide pause.
 
         With ``reserve_s``, a slot due within that many seconds is taken for the caller
@@ -78,9 +78,9 @@ class RateLimiter:
         rate = profile.rate_limit
         interval = emission_interval_us(rate, profile.rate_margin) if rate else 0
         keys = [self.keys.rate(profile.name), self.keys.pause(profile.name)]
-        args = [interval, profile.rate_burst, _now_arg(now_s), math.floor(reserve_s * US)]
+        args = [interval, profile.rate_burst, _now_arg(now_s), math.floor(reserve_s * MICROS_PER_S)]
         wait_us, paused, reserved = self._admit(keys=keys, args=args)
-        return Admission(int(wait_us) / US, bool(int(paused)), bool(int(reserved)))
+        return RateDecision(int(wait_us) / MICROS_PER_S, bool(int(paused)), bool(int(reserved)))
 
     def pause(self, profile_name: str, seconds: float, now_s: float | None = None) -> float:
         """Hold every request to a profile for ``seconds``; returns the pause now in force.
@@ -91,8 +91,8 @@ class RateLimiter:
         """
         if not math.isfinite(seconds) or seconds < 0:
             seconds = 0.0
-        args = [math.ceil(min(seconds, MAX_PAUSE_S) * US), _now_arg(now_s)]
-        return int(self._pause(keys=[self.keys.pause(profile_name)], args=args)) / US
+        args = [math.ceil(min(seconds, MAX_PAUSE_S) * MICROS_PER_S), _now_arg(now_s)]
+        return int(self._pause(keys=[self.keys.pause(profile_name)], args=args)) / MICROS_PER_S
 
     def paused_for(self, profile_name: str, now_s: float | None = None) -> float:
         """Seconds the profile stays paused (0.0 when it is not)."""
@@ -115,7 +115,7 @@ class RateLimiter:
         token = uuid.uuid4().hex
         if profile.concurrency is None:
             return token
-        args = [token, profile.concurrency, max(1, math.ceil(lease_s * US)), _now_arg(now_s)]
+        args = [token, profile.concurrency, max(1, math.ceil(lease_s * MICROS_PER_S)), _now_arg(now_s)]
         leased = self._acquire(keys=[self.keys.inflight(profile.name)], args=args)
         return token if int(leased) else None
 
@@ -158,8 +158,8 @@ class RateLimiter:
             "rate": rate_text(profile.rate_limit),
             "burst": profile.rate_burst,
             "available": available,
-            "wait_s": wait_us / US,
-            "paused_s": max(pause_until - now, 0) / US,
+            "wait_s": wait_us / MICROS_PER_S,
+            "paused_s": max(pause_until - now, 0) / MICROS_PER_S,
             "in_flight": int(in_flight),
             "concurrency": profile.concurrency,
             "adaptive": profile.adaptive_rate,

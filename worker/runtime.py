@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import redis
 
 from worker.admission import Gate
-from worker.auth import Authoriser, NoAuth, StaticBearer, renewal_lease_s
+from worker.auth import Authoriser, NoAuth, StaticBearer
 from worker.batchcount import BatchCounters
 from worker.executor import Executor
 from worker.http import Sessions
@@ -42,7 +42,7 @@ def make_authoriser(
     if profile.auth.kind == "oauth2":
         if client is None:
             raise ValueError(f"profile {profile.name!r}: an oauth2 authoriser needs a Redis client")
-        store = TokenStore(client, keys or Keys(), profile.name, lease_s=renewal_lease_s(profile),
+        store = TokenStore(client, keys or Keys(), profile.name, lease_s=profile.request_lease_s,
                            wait_s=profile.timeout_s + 5.0)
         return OAuth2Authoriser(profile, store)
     return NoAuth()

@@ -19,7 +19,7 @@ from worker import metrics
 from worker.app import app
 from worker.crashpoint import crash_point
 from worker.errors import JobFailed, RetryLater, WaitLater
-from worker.executor import Done, JobContext, Progress, Retry
+from worker.executor import Done, JobContext, Retry, Spent
 from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, UNSAFE_METHODS, Job
 from worker.redact import shown_url
@@ -139,7 +139,7 @@ def request(
             _stored(task_id, self.request.kwargs or {}, ok=status == SUCCESS)
             raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
-    outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
+    outcome = runtime().executor.run(job, Spent.from_message(progress), ctx)
     if isinstance(outcome, Done):
         metrics.ended(job, succeeded=True)
         if outcome.next_job is not None:
@@ -154,7 +154,7 @@ def request(
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
             why = WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
-        kwargs = {"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()}
+        kwargs = {"job": job, "batch_id": batch_id, "progress": outcome.spent.to_message()}
         # Celery would show the whole job again; Flower gets the summary, as at enqueue.
         shown = _flower_view(job, batch_id)
         if _wait_in_redis(self, outcome.countdown_s, kwargs, shown):
@@ -168,6 +168,6 @@ def request(
             # Celery raises Reject when the retry message cannot be sent; the job would
             # then stay pending for ever and its batch never finish.
             why_not = f"the retry could not be scheduled ({type(exc).__name__}); last: {outcome.reason}"
-            raise JobFailed(runtime().executor.unschedulable(job, outcome.progress, ctx, why_not)) from None
+            raise JobFailed(runtime().executor.unschedulable(job, outcome.spent, ctx, why_not)) from None
     metrics.ended(job, succeeded=False)
     raise JobFailed(outcome.record)

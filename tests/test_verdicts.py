@@ -6,7 +6,7 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from worker.outcome import Verdict, api_message, classify_exception, classify_status, retryable_status
+from worker.verdicts import Verdict, api_message, classify_exception, classify_status, retryable_status
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 301, 302, 304])

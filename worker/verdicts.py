@@ -1,4 +1,4 @@
-"""Whether an attempt succeeded, may be retried, needs a new token, or has failed for good.
+"""The verdict on one attempt: it succeeded, may be retried, needs a new token, or failed for good.
 
 Pure classification: it says *whether*, ``worker.backoff`` says *when*.
 """
