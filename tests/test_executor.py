@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 from worker.admission import Pass, Refused, Wait
 from worker.auth import Credentials
 from worker.backoff import Backoff
-from worker.executor import Done, Executor, Failed, JobContext, Retry, Spent
+from worker.executor import Done, Executor, Failed, JobContext, RunAgain, Spent
 from worker.jobs import Job
 from worker.profiles import Profile
 
@@ -131,9 +131,9 @@ def test_the_profiles_credentials_are_sent() -> None:
 def test_a_5xx_is_retried_with_the_seeds_backoff_then_given_up() -> None:
     run = executor(ScriptedAdapter(Reply(503))).run
     first = run(job(), Spent(), CTX)
-    assert isinstance(first, Retry) and first.backoff and first.countdown_s == 0.5
+    assert isinstance(first, RunAgain) and first.backoff and first.countdown_s == 0.5
     second = run(job(), first.spent, CTX)
-    assert isinstance(second, Retry) and second.countdown_s == 1.0
+    assert isinstance(second, RunAgain) and second.countdown_s == 1.0
     last = run(job(), second.spent, CTX)
     assert isinstance(last, Failed)
     assert "max retries exceeded" in last.record["error"]["message"]
@@ -144,7 +144,7 @@ def test_a_retry_after_is_the_countdown_and_pauses_the_profile() -> None:
     gate = StubGate()
     outcome = executor(ScriptedAdapter(Reply(429, headers={"Retry-After": "2"})), gate).run(
         job(), Spent(), CTX)
-    assert isinstance(outcome, Retry) and outcome.countdown_s == 2.0
+    assert isinstance(outcome, RunAgain) and outcome.countdown_s == 2.0
     assert gate.paused == [2.0]
 
 
@@ -159,7 +159,7 @@ def test_a_401_renews_the_token_once_and_retries_at_once_without_spending_a_retr
     auth = StubAuthoriser()
     run = executor(ScriptedAdapter(Reply(401)), auth=auth).run
     first = run(job(), Spent(), CTX)
-    assert isinstance(first, Retry) and first.countdown_s == 0.0 and not first.backoff
+    assert isinstance(first, RunAgain) and first.countdown_s == 0.0 and not first.backoff
     assert first.spent.reauths == 1 and first.spent.retries == 0 and auth.renewals == 1
     second = run(job(), first.spent, CTX)
     assert isinstance(second, Failed) and "even after they were renewed" in second.record["error"]["message"]
@@ -175,7 +175,7 @@ def test_a_wait_at_the_gate_spends_no_attempt_and_keeps_the_reserved_slot() -> N
     gate = StubGate([Wait(3.0, "waits for its slot", slot_at=1234.5)])
     adapter = ScriptedAdapter(Reply())
     outcome = executor(adapter, gate).run(job(), Spent(), CTX)
-    assert isinstance(outcome, Retry) and not outcome.backoff and outcome.countdown_s == 3.0
+    assert isinstance(outcome, RunAgain) and not outcome.backoff and outcome.countdown_s == 3.0
     assert outcome.spent.attempts == 0 and outcome.spent.waits == 1
     assert outcome.spent.slot_at_ms == 1_234_500 and adapter.sent == []
     again = executor(ScriptedAdapter(Reply()), gate := StubGate()).run(job(), outcome.spent, CTX)
@@ -197,7 +197,7 @@ def test_a_post_is_not_resent_after_a_failure_that_may_have_reached_the_api() ->
 def test_a_post_that_never_left_is_retried() -> None:
     refused = Reply(error=requests.exceptions.ConnectTimeout("connect timed out"))
     outcome = executor(ScriptedAdapter(refused)).run(job(method="POST", json={"a": 1}), Spent(), CTX)
-    assert isinstance(outcome, Retry) and outcome.backoff
+    assert isinstance(outcome, RunAgain) and outcome.backoff
 
 
 @pytest.mark.parametrize("message", [{"api": "nope", "path": "/x"}, {"api": "api"}, {"path": "/x"}])

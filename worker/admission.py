@@ -1,4 +1,5 @@
-"""Holding a job until its profile's shared rate budget, pause and concurrency cap let it go.
+"""The gate before each attempt: a job passes, waits until its profile's shared rate budget,
+pause and concurrency cap let it go, or is refused (paused for longer than it may wait).
 
 A job that waits here has not failed: waiting spends no attempt. A job reserves its
 own slot of the shared budget, up to ``RESERVE_HORIZON_S`` ahead. A slot due within

@@ -1,4 +1,4 @@
-"""Runs one attempt of a job and decides what comes next: done, retry with a countdown, or fail."""
+"""Runs one attempt of a job and decides what comes next: done, run again after a countdown, or fail."""
 
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ class Done:
 
 
 @dataclass(frozen=True)
-class Retry:
+class RunAgain:
+    """Run the job again after ``countdown_s``: a backoff retry, a wait, or a token renewal."""
+
     countdown_s: float
     spent: Spent
     reason: str
-    #: True when this retry spends one of ``backoff.count``; a wait or a renewal does not.
+    #: True for a backoff retry, which spends one of ``backoff.count``; a wait or a renewal does not.
     backoff: bool = True
 
 
@@ -89,7 +91,7 @@ class Failed:
     record: dict[str, Any]
 
 
-Outcome = Done | Retry | Failed
+Outcome = Done | RunAgain | Failed
 
 
 class Executor:
@@ -162,7 +164,7 @@ class Executor:
             metrics.waited(profile.name, ticket.kind)
             slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
             waited = replace(spent, waits=spent.waits + 1, slot_at_ms=slot_at_ms)
-            return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
+            return RunAgain(ticket.seconds, waited, ticket.reason, backoff=False)
         marks = self.inflight if guarded(job) else None
         try:
             if marks is not None and not marks.begin(ctx.job_id):
@@ -177,7 +179,7 @@ class Executor:
             outcome = self._after_exception(job, profile, spent, ctx, attempt)
         else:
             outcome = self._after_response(job, profile, authoriser, creds, spent, ctx, attempt)
-        if marks is not None and isinstance(outcome, Retry):
+        if marks is not None and isinstance(outcome, RunAgain):
             marks.end(ctx.job_id)  # the API did not act: the retry may send it again
         return outcome
 
@@ -209,7 +211,7 @@ class Executor:
         if verdict is Verdict.REAUTH:
             if spent.reauths < MAX_REAUTHS and authoriser.renew(creds):
                 again = replace(spent, reauths=spent.reauths + 1)
-                return Retry(0.0, again, f"{described}: credentials renewed, trying again",
+                return RunAgain(0.0, again, f"{described}: credentials renewed, trying again",
                              backoff=False)
             error = _unauthorised(job, response, renewed=spent.reauths > 0)
             return Failed(_record(ctx, job, spent, attempt, error=error))
@@ -251,7 +253,7 @@ class Executor:
             return Failed(_record(ctx, job, spent, attempt, error=error))
         n = spent.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(spent, retries=n, slot_at_ms=0), reason)
+        return RunAgain(wait, replace(spent, retries=n, slot_at_ms=0), reason)
 
 
 def _done(ctx: JobContext, job: Job, profile: Profile, spent: Spent, attempt: Attempt) -> Done:

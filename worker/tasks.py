@@ -19,7 +19,7 @@ from worker import metrics
 from worker.app import app
 from worker.crashpoint import crash_point
 from worker.errors import JobFailed, RetryLater, WaitLater
-from worker.executor import Done, JobContext, Retry, Spent
+from worker.executor import Done, JobContext, RunAgain, Spent
 from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, UNSAFE_METHODS, Job
 from worker.redact import shown_url
@@ -145,7 +145,7 @@ def request(
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
-    if isinstance(outcome, Retry):
+    if isinstance(outcome, RunAgain):
         why: Exception
         if outcome.backoff:
             metrics.retried(job)
