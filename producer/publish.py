@@ -72,7 +72,7 @@ class RedisBulkPublisher:
     its kwargs instead of two of the whole message.
     """
 
-    def __init__(self, app: Celery, client: redis.Redis, url: str | None = None) -> None:
+    def __init__(self, app: Celery, client: redis.Redis[bytes], url: str | None = None) -> None:
         self.app = app
         self.client = client
         self.queue = app.conf.task_default_queue

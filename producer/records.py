@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from worker.resultrecord import result_record
 
@@ -33,7 +33,7 @@ def state_of(meta: dict[str, Any] | None) -> str:
 def decode_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    return json.loads(raw)
+    return cast("dict[str, Any]", json.loads(raw))
 
 
 def record_of(entry: dict[str, Any], batch_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ WAITING, RETRYING, SUCCEEDED, FAILED = "waiting", "retrying", "succeeded", "fail
 class BatchCounters:
     """Updates a batch's counts (waiting, retrying, succeeded, failed) and adds jobs found by workers."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], keys: Keys, ttl_s: int) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s

@@ -84,7 +84,7 @@ class ProfileCachedSession(_KeepsCredentialsHome, CachedSession):
 class Sessions:
     """HTTP sessions for this process: one cached and one plain per profile and thread."""
 
-    def __init__(self, profiles: Mapping[str, Profile], cache: redis.Redis, keys: Keys) -> None:
+    def __init__(self, profiles: Mapping[str, Profile], cache: redis.Redis[bytes], keys: Keys) -> None:
         self._profiles = profiles
         self._backends = {name: cache_backend(p, cache, keys) for name, p in profiles.items()}
         self._local = threading.local()

@@ -59,7 +59,7 @@ def delay_ms(message: dict[str, Any], now: datetime | None = None) -> int:
 class Parking:
     """Parks and moves delayed messages on one Redis server."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
         self._park = script(client, "parking_park.lua")
         self._move = script(client, "parking_move.lua")

@@ -51,7 +51,7 @@ class RateLimiter:
     expire at the stored times as the server counts them.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis[bytes], keys: Keys) -> None:
         self.client = client
         self.keys = keys
         self._admit = script(client, _CLOCK, "ratelimit_admit.lua")

@@ -43,7 +43,7 @@ class PrimaryConnection(SentinelManagedConnection):  # (types-redis 4.6 predates
                                      retry_socket_connect=retry_socket_connect)
 
 
-def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
+def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis[bytes]:
     """A redis-py client for ``url``: the URL's Redis, or the primary its Sentinels name.
 
     ``kwargs`` go to every connection to Redis (timeouts, ``health_check_interval``).
@@ -73,7 +73,7 @@ def _typed_options(options: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def worker_client(url: str, settings: Settings) -> redis.Redis:
+def worker_client(url: str, settings: Settings) -> redis.Redis[bytes]:
     """A long-lived client of a worker: checks idle connections, rides out a failover."""
     return connect(url, settings, health_check_interval=30, socket_connect_timeout=5,
                    socket_timeout=30,
@@ -81,7 +81,7 @@ def worker_client(url: str, settings: Settings) -> redis.Redis:
                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
-def command_client(url: str, settings: Settings) -> redis.Redis:
+def command_client(url: str, settings: Settings) -> redis.Redis[bytes]:
     """A client of a command-line call: a Redis that is down is reported within seconds."""
     # Through Sentinel a lost connection is retried for a few seconds (a failover); a
     # plain Redis that refuses is reported at once, one that stays silent after a timeout.

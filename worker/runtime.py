@@ -27,14 +27,14 @@ from worker.tokens import TokenStore
 class Runtime:
     settings: Settings
     profiles: dict[str, Profile]
-    cache_redis: redis.Redis
+    cache_redis: redis.Redis[bytes]
     executor: Executor
     counters: BatchCounters
     inflight: InFlight
 
 
 def make_authoriser(
-    profile: Profile, client: redis.Redis | None = None, keys: Keys | None = None
+    profile: Profile, client: redis.Redis[bytes] | None = None, keys: Keys | None = None
 ) -> Authoriser:
     """The authoriser of a profile; ``oauth2`` needs the Redis that holds the shared token."""
     if profile.auth.kind == "bearer":

@@ -103,7 +103,7 @@ def _number(value: Any) -> float | None:
 class TokenStore:
     """One profile's token in Redis, its renewal lease and its remembered failures."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, profile: str, *, lease_s: float = 65.0,
+    def __init__(self, client: redis.Redis[bytes], keys: Keys, profile: str, *, lease_s: float = 65.0,
                  wait_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis = client
         self.profile = profile

@@ -31,6 +31,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
 
 from worker.deadletters import DeadLetters, poison_reason
 from worker.parking import PARK_MIN_MS, Parking, delay_ms
@@ -121,11 +122,12 @@ class ParkingChannel(kombu_redis.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         delay = delay_ms(message)
         if delay < PARK_MIN_MS:
-            return super()._put(queue, message, **kwargs)
+            super()._put(queue, message, **kwargs)
+            return
         pri = self._get_message_priority(message, reverse=False)
         if self._parking is None:
             self._parking = Parking(self._create_client())
-        self._parking.park(self._q_for_pri(queue, pri), kombu_redis.dumps(message), delay)
+        self._parking.park(self._q_for_pri(queue, pri), dumps(message), delay)
         if delay <= IDLE_S * 1000:
             _parked_soon.set()
 
@@ -170,7 +172,7 @@ class ParkingChannel(kombu_redis.Channel):
         headers.pop("redelivered", None)
         info = {k: v for k, v in (props.get("delivery_info") or {}).items() if k != "redelivered"}
         encoded, props["body_encoding"] = self.encode_body(
-            kombu_redis.dumps(body).encode(), props.get("body_encoding"))
+            dumps(body).encode(), props.get("body_encoding"))
         props.update(delivery_info=info, delivery_tag=str(uuid.uuid4()))
         payload = {**raw, "headers": headers, "properties": props, "body": encoded}
         target = self._q_for_pri(queue, self._get_message_priority(payload, reverse=False))
@@ -178,7 +180,7 @@ class ParkingChannel(kombu_redis.Channel):
             self._parking = Parking(self._create_client())
         self.qos.reparked.add(tag)
         try:
-            due = self._parking.repark(target, kombu_redis.dumps(payload), delay,
+            due = self._parking.repark(target, dumps(payload), delay,
                                        (self.unacked_index_key, self.unacked_key, tag))
         except Exception as exc:  # Redis failed: the held message comes back on its own
             log.warning("could not park message %s again (%s: %s); it comes back after the "

@@ -77,7 +77,7 @@ def api_message(body: Any, reason: str) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            return str(error["message"])
         for candidate in (error, body.get("message"), body.get("error_description")):
             if isinstance(candidate, str) and candidate:
                 return candidate
