@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,7 +55,7 @@ SECTION = "ratelimit"
 #: Achieved rate / allowed rate must reach this.
 GOAL = 0.95
 #: The share of the rate reqworker holds back by default (``Profile.rate_margin``).
-MARGIN = Profile.__dataclass_fields__["rate_margin"].default
+MARGIN = cast(float, Profile.__dataclass_fields__["rate_margin"].default)
 #: The profile the reqworker side's jobs name.
 PROFILE = "limited"
 REQWORKER = "reqworker"

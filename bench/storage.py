@@ -51,7 +51,7 @@ def kind(key: str) -> str:
     return "other (the queue, kombu bindings)"
 
 
-def measure(client: redis.Redis) -> dict[str, int]:
+def measure(client: redis.Redis[bytes]) -> dict[str, int]:
     sizes: dict[str, int] = defaultdict(int)
     for raw in client.scan_iter(count=1000):
         key = raw.decode()

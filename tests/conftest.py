@@ -72,14 +72,14 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         pytest.skip(message)
     queue = f"reqworker-test-{uuid.uuid4().hex[:8]}"
     yield {"REQWORKER_BROKER_URL": AMQP_URL, "REQWORKER_QUEUE": queue}
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(AMQP_URL) as conn:
         conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+def client(redis_server: LocalRedis) -> Iterator[redis.Redis[bytes]]:
     """A connection to the suite's private Redis."""
     conn = redis.Redis.from_url(redis_server.url)
     yield conn

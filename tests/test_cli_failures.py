@@ -122,7 +122,7 @@ def full(tmp_path_factory: pytest.TempPathFactory
         batch_id = client.submit_many([{"api": "p", "path": "/x"}]).batch.id
         direct = redis.Redis.from_url(server.url)
         direct.config_set("maxmemory", "1mb")
-        with pytest.raises(redis.exceptions.OutOfMemoryError):
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # type: ignore[attr-defined]  # (old stubs)
             for i in range(10_000):
                 direct.set(f"filler:{i}", b"x" * 10_000)
         yield env, batch_id, tmp

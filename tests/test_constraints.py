@@ -34,7 +34,8 @@ def pins() -> dict[str, str]:
 
 
 def project() -> dict[str, object]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    table: dict[str, object] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return table
 
 
 def requirements(*groups: str) -> list[Requirement]:

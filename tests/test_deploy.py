@@ -36,9 +36,9 @@ from producer.flower import AUTH_ENV
 from producer.localredis import LocalRedis, find_redis_server, free_port
 from producer.loopback_api import LoopbackAPI
 from tests.conftest import REPO
+from tests.flower_support import FlowerProcess
 from tests.stack import Stack, make_stack
 from tests.support import eventually
-from tests.test_flower_e2e import FlowerProcess
 from worker.preflight import shutdown_grace_s
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -188,7 +188,7 @@ def parse_bytes(value: str) -> int:
     assert match, f"not a size: {value!r}"
     unit = (match.group(2) or "").lower().rstrip("b")
     power = {"": 0, "k": 1, "m": 2, "g": 3, "ki": 1, "mi": 2, "gi": 3}[unit]
-    return int(match.group(1)) * 1024 ** power
+    return int(match.group(1)) * int(1024 ** power)
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:

@@ -93,6 +93,7 @@ def test_a_worker_killed_after_storing_a_result_or_mid_post_loses_no_count_and_r
     unsafe = {f"/hold/{run}/post{i}": "POST" for i in range(3)} | {f"/hold/{run}/patch": "PATCH"}
     resent = {f"/hold/{run}/get": {}, f"/hold/{run}/again": {"method": "POST",
                                                              "retry_unsafe": True}}
+    jobs: list[dict[str, object]]
     jobs = [{"api": "held", "method": method, "path": path, "json": {"n": 1}, "key": path}
             for path, method in unsafe.items()]
     jobs += [{"api": "held", "path": path, "key": path, **extra} for path, extra in resent.items()]

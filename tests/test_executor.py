@@ -108,7 +108,7 @@ class StubGate:
 def executor(adapter: ScriptedAdapter, gate: StubGate | None = None,
              auth: StubAuthoriser | None = None) -> Executor:
     return Executor({"api": PROFILE}, StubSessions(adapter),  # type: ignore[arg-type]
-                    {"api": auth or StubAuthoriser()}, gate or StubGate())  # type: ignore[arg-type, dict-item]
+                    {"api": auth or StubAuthoriser()}, gate or StubGate())  # type: ignore[arg-type]
 
 
 def job(**fields: Any) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from producer.flower import (
     FLOWER_AUTH_ENV,
     LOOPBACK,
     FlowerConfigError,
-    is_loopback,
     parse_basic_auth,
     plan_flower,
 )
@@ -35,6 +34,7 @@ from worker.jobs import TASK_NAME
 from worker.keys import Keys
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings
+from worker.urls import is_loopback
 
 # --- how the command starts Flower (no processes) ---------------------------------------
 

@@ -145,7 +145,7 @@ def test_oauth_endpoints_must_be_https_unless_on_loopback(key: str) -> None:
 
 
 def test_the_browser_callback_drops_a_silent_connection_so_the_answer_gets_through(
-        provider: Provider, client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+        provider: Provider, client: redis.Redis[bytes], keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_CallbackHandler, "timeout", 0.5)
     port = free_port()
     profile = oauth_profile(provider, auth_url=f"{provider.url}/authorize",

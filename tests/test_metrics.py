@@ -60,7 +60,7 @@ def test_a_message_with_a_strange_api_is_counted_under_unknown() -> None:
 
 
 def test_token_renewals_count_each_token_obtained_once_for_the_fleet(
-        provider: Provider, client: redis.Redis, keys: Keys) -> None:
+        provider: Provider, client: redis.Redis[bytes], keys: Keys) -> None:
     profile = oauth_profile(provider)
     before = value("reqworker_token_renewals_total", api=profile.name)
     first, second = authoriser(profile, client, keys), authoriser(profile, client, keys)

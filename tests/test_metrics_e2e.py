@@ -11,7 +11,7 @@ import json
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -84,7 +84,7 @@ def _path() -> str:
     return f"/m/{uuid.uuid4().hex[:12]}"
 
 
-def _run_batch(stack: Stack, jobs: list[dict[str, object]]) -> list[dict[str, object]]:
+def _run_batch(stack: Stack, jobs: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
     report = stack.client.submit_many(jobs)
     report.batch.wait(poll_s=0.05, timeout_s=120)
     return list(report.batch.results())
@@ -109,7 +109,7 @@ def test_metrics_count_what_the_api_saw(served: MetricsWorker) -> None:
         ended = after.total("reqworker_jobs_total") - before.total("reqworker_jobs_total")
         return after if ended >= len(first) + len(second) else None
 
-    after = eventually(settled, within_s=60, what="job counters")
+    after: Metrics = eventually(settled, within_s=60, what="job counters")
     # Every answer the API gave is a request the worker counted, by status, across all
     # the pool's processes; a reset connection is an "error".
     seen = stack.api.answers()

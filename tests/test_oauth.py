@@ -23,7 +23,7 @@ from worker.secret import Secret, redact
 from worker.tokens import Token, TokenStore
 
 
-def store_token(client: redis.Redis, keys: Keys, *, expires_in_s: float, refresh: str | None = None,
+def store_token(client: redis.Redis[bytes], keys: Keys, *, expires_in_s: float, refresh: str | None = None,
                 access: str = "old-access-token") -> Token:
     now = time.time()
     token = Token(Secret(access), Secret(refresh) if refresh else None, now + expires_in_s,
@@ -31,7 +31,7 @@ def store_token(client: redis.Redis, keys: Keys, *, expires_in_s: float, refresh
     return TokenStore(client, keys, "svc").save(token)
 
 
-def stored(client: redis.Redis, keys: Keys) -> dict:
+def stored(client: redis.Redis[bytes], keys: Keys) -> dict:
     return json.loads(client.get(keys.token("svc")))
 
 

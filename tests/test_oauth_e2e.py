@@ -50,7 +50,7 @@ class Fleet:
     name: str
     env: dict[str, str]
     client: Client
-    db: redis.Redis
+    db: redis.Redis[bytes]
     keys: Keys
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)

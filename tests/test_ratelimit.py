@@ -126,7 +126,7 @@ def new_worker(
     redis_server: LocalRedis, keys: Keys
 ) -> Iterator[Callable[[], RateLimiter]]:
     """A factory of limiters, each with its own connection: a worker each."""
-    conns: list[redis.Redis] = []
+    conns: list[redis.Redis[bytes]] = []
 
     def make() -> RateLimiter:
         conns.append(redis.Redis.from_url(redis_server.url))
@@ -138,7 +138,7 @@ def new_worker(
 
 
 @pytest.fixture
-def t0(client: redis.Redis) -> float:
+def t0(client: redis.Redis[bytes]) -> float:
     seconds, _ = client.time()
     return float(seconds + 3600)
 
@@ -181,7 +181,7 @@ def test_refused_admit_consumes_nothing_and_budget_returns_with_time(
 
 
 def test_rate_state_expires_when_the_profile_is_idle(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     new_worker().admit(profile("1/h"))
     # the expiry is the stored time rounded up to the next millisecond
@@ -189,7 +189,7 @@ def test_rate_state_expires_when_the_profile_is_idle(
 
 
 def test_profile_without_rate_limit_never_touches_the_rate_key(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     assert [limiter.admit(profile(None)) for _ in range(20)] == [0.0] * 20
@@ -230,7 +230,7 @@ def test_a_reset_that_is_not_a_plain_number_counts_as_absent(header: str) -> Non
 
 @pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -5.0, 1e300])
 def test_a_pause_is_finite_and_always_expires(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys, seconds: float
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys, seconds: float
 ) -> None:
     new_worker().pause("example", seconds)
     ttl_ms = client.pttl(keys.pause("example"))
@@ -238,7 +238,7 @@ def test_a_pause_is_finite_and_always_expires(
 
 
 def test_pause_on_the_server_clock(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     assert limiter.pause_left("example") == 0
@@ -249,7 +249,7 @@ def test_pause_on_the_server_clock(
 
 
 def test_concurrency_caps_slots_and_release_frees_one(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     one, two = new_worker(), new_worker()
     p = profile(None, concurrency=2)
@@ -276,7 +276,7 @@ def test_a_lapsed_lease_frees_its_slot(new_worker: Callable[[], RateLimiter]) ->
 
 
 def test_uncapped_profile_always_gets_a_slot_and_stores_nothing(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     tokens = {limiter.try_acquire_slot(profile(None), 60) for _ in range(5)}

@@ -97,7 +97,7 @@ def test_the_visibility_check_applies_to_a_sentinel_broker() -> None:
     (redis.AuthenticationError("invalid username-password pair"), "authentication failed"),
     (redis.ResponseError("NOAUTH Authentication required."), "authentication failed"),
     # as redis-py raises them: the error code is the class, not part of the message
-    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),  # type: ignore[attr-defined]
      "out of memory"),
     (redis.TimeoutError("Timeout reading from socket"), "timed out"),
     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
