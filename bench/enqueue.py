@@ -209,7 +209,7 @@ def main() -> int:
         return rss_child(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
 
-    from producer.localredis import LocalRedis
+    from producer.demo.localredis import LocalRedis
 
     started: list[Callable[[], None]] = []
     tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")

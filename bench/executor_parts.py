@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--cprofile", type=Path, default=None)
     args = parser.parse_args()
-    from producer.localredis import LocalRedis
+    from producer.demo.localredis import LocalRedis
 
     with LocalRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen([sys.executable, "-m", "bench.echo_server"], cwd=ROOT,

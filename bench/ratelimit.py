@@ -308,7 +308,7 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
 
-    from producer.localredis import LocalRedis
+    from producer.demo.localredis import LocalRedis
 
     started: list[Callable[[], None]] = []
     tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")

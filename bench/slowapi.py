@@ -187,7 +187,7 @@ def main() -> int:
 
     import redis
 
-    from producer.localredis import LocalRedis
+    from producer.demo.localredis import LocalRedis
 
     started: list[Callable[[], None]] = []
     tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")

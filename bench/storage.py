@@ -30,8 +30,8 @@ import redis  # noqa: E402
 from bench.results import RESULTS, write_section  # noqa: E402
 from bench.throughput import PY, machine  # noqa: E402
 from producer.client import Client  # noqa: E402
-from producer.localredis import LocalRedis  # noqa: E402
-from producer.loopback_api import LoopbackAPI, Reply  # noqa: E402
+from producer.demo.localredis import LocalRedis  # noqa: E402
+from producer.demo.loopback import LoopbackAPI, Reply  # noqa: E402
 from worker.profiles import load_profiles  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import RESULTS  # noqa: E402
 from bench.running import alternating, publish  # noqa: E402
-from producer.processes import stop_group  # noqa: E402
+from producer.demo.processes import stop_group  # noqa: E402
 
 GOAL = 0.9
 #: A cache miss against requests-cache's own CachedSession task must reach this.
@@ -329,7 +329,7 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
 
-    from producer.localredis import LocalRedis
+    from producer.demo.localredis import LocalRedis
 
     started: list[Callable[[], None]] = []
     tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.localredis import free_port
-from producer.loopback_api import Reply
-from tests.oauth_support import ENV, authoriser, every_value, oauth_profile
+from producer.demo.localredis import free_port
+from producer.demo.loopback import Reply
+from tests.support.oauth import ENV, authoriser, every_value, oauth_profile
 from worker.auth import Credentials, make_authoriser
 from worker.errors import AuthError
 from worker.keys import Keys

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
+from producer.demo.localredis import LocalRedis
 from worker.durations import parse_rate
 from worker.keys import Keys
 from worker.profiles import Profile

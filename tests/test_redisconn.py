@@ -9,7 +9,7 @@ from celery.backends.redis import SentinelBackend
 from redis.sentinel import SentinelConnectionPool
 
 from celeryconfig import celery_settings
-from tests.test_deploy import deploy_profiles
+from tests.support.deployfiles import deploy_profiles
 from worker.redisconn import SentinelURL, connect, describe_redis_error
 from worker.resultstore import FinishedStaysFinishedSentinel, guarded
 from worker.settings import Settings, SettingsError, redact_url
