@@ -15,7 +15,7 @@ worker processes with the same options (threads pool, ``--concurrency``, the pro
   ``producer.client.Client.submit_many``; workers started as ``python -m producer.cli worker``.
 - baseline: ``bench.baseline_app.get_limited``, a task with Celery's ``rate_limit="50/s"``
   that calls ``requests.get`` and retries a 429 with the Retry-After as countdown;
-  enqueued with a ``send_task`` loop (``bench.throughput.enqueue``).
+  enqueued with a ``send_task`` loop (``bench.running.enqueue``).
 
 The API logs when each request arrived. Achieved rate = answered (200) requests / time
 from the first to the last request it saw, 429s included. The results go to the
