@@ -13,13 +13,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI
-from tests.oauth_support import Provider
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI
 from tests.support import WorkerProcess
+from tests.support.oauth import Provider
 from worker.keys import Keys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -99,12 +97,3 @@ def provider() -> Iterator[Provider]:
     fake.api.start()
     yield fake
     fake.api.stop()
-
-
-def base_env(redis_url: str, apis_path: str, **extra: str) -> dict[str, str]:
-    """The environment of a reqworker process pointed at the test services only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REQWORKER_", "CELERY_"))}
-    env.update(REQWORKER_REDIS_URL=redis_url, REQWORKER_APIS=apis_path,
-               PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
-    env.update(extra)
-    return env

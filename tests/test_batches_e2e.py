@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import TOKEN, Stack, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import eventually, run_cli
+from tests.support.stack import TOKEN, Stack, make_stack
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

@@ -21,9 +21,8 @@ from click.testing import CliRunner
 
 from producer.cli import main
 from producer.client import Client
-from producer.localredis import LocalRedis
-from tests.conftest import base_env
-from tests.support import run_cli
+from producer.demo.localredis import LocalRedis
+from tests.support import base_env, run_cli
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

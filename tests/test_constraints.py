@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 ROOT = Path(REPO)
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack
-from tests.support import WorkerProcess, eventually
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.stack import Stack
 from worker.jobs import TASK_NAME
 from worker.profiles import load_profiles
 from worker.settings import Settings

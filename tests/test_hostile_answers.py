@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack, countdowns, make_stack, one_worker
-from tests.support import WorkerProcess
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env
+from tests.support.stack import Stack, countdowns, make_stack, one_worker
 from worker.cache import CACHE_MAX_BODY
 from worker.keys import Keys
 

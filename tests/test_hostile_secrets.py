@@ -16,11 +16,10 @@ import requests
 
 from producer.authflow import _CallbackHandler, authorise_in_browser
 from producer.client import Client
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.oauth_support import ENV, Provider, oauth_profile
-from tests.support import WorkerProcess
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env
+from tests.support.oauth import ENV, Provider, oauth_profile
 from worker.executor import scrub_record, secrets_of
 from worker.keys import Keys
 from worker.oauth import TokenEndpoint, TokenEndpointError, parse_token, read_token_file

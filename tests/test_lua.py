@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from producer.localredis import LocalRedis
+from producer.demo.localredis import LocalRedis
 from worker import lua
 
 WORKER = Path(__file__).resolve().parent.parent / "worker"

@@ -11,8 +11,8 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from tests.oauth_support import Provider, authoriser, oauth_profile
-from tests.test_admission import PROFILE, FakeLimiter, gate
+from tests.support.admission import PROFILE, FakeLimiter, gate
+from tests.support.oauth import Provider, authoriser, oauth_profile
 from worker import metrics
 from worker.admission import Wait
 from worker.keys import Keys

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from producer.localredis import free_port
-from producer.loopback_api import Reply
-from tests.oauth_support import ENV, Provider, authoriser, every_value, oauth_profile
+from producer.demo.localredis import free_port
+from producer.demo.loopback import Reply
+from tests.support.oauth import ENV, Provider, authoriser, every_value, oauth_profile
 from worker.auth import Credentials
 from worker.errors import AuthError
 from worker.keys import Keys

@@ -21,11 +21,10 @@ import pytest
 import redis
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, Reply
-from tests.conftest import base_env
-from tests.oauth_support import ENV, FleetProvider, Realm, every_value
-from tests.support import WorkerProcess, eventually
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, Reply
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.oauth import ENV, FleetProvider, Realm, every_value
 from worker.keys import Keys
 from worker.profiles import load_profiles
 from worker.settings import Settings

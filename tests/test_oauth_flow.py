@@ -13,8 +13,8 @@ import requests
 from click.testing import CliRunner
 
 from producer.authflow import auth_command, authorise_in_browser
-from producer.localredis import LocalRedis, free_port
-from tests.oauth_support import ENV, Provider, authoriser, oauth_profile
+from producer.demo.localredis import LocalRedis, free_port
+from tests.support.oauth import ENV, Provider, authoriser, oauth_profile
 from worker.errors import AuthError
 from worker.keys import Keys
 from worker.profiles import Profile

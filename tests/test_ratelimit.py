@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
+from producer.demo.localredis import LocalRedis
 from worker.durations import parse_rate
 from worker.gcra import MICROS_PER_S, available_now, emission_interval_us, gcra_step, rate_text
 from worker.keys import Keys

@@ -9,7 +9,7 @@ from celery.backends.redis import SentinelBackend
 from redis.sentinel import SentinelConnectionPool
 
 from celeryconfig import celery_settings
-from tests.test_deploy import deploy_profiles
+from tests.support.deployfiles import deploy_profiles
 from worker.redisconn import connect, describe_redis_error
 from worker.redisurl import SentinelURL, is_redis_url, is_sentinel_url, is_tls_url
 from worker.resultstore import FinishedStaysFinishedSentinel, guarded
