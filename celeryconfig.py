@@ -4,15 +4,16 @@
 ``REQWORKER_RESULT_BACKEND`` and ``REQWORKER_CACHE_URL`` override its parts; with
 ``sentinel://`` URLs, ``REQWORKER_SENTINEL_MASTER`` names the primary. The module
 named in ``REQWORKER_CELERY_CONFIG`` adds the user's own Celery settings on top.
-Celery reads this module's names; ``celery_settings`` gives the same for any
-``Settings``, so a process can talk to more than one deployment.
+``celery_settings`` builds them from a ``Settings`` read at start-up and passed in (by
+``worker.app`` for the workers, ``producer.celeryapp`` for producers), so a process can
+talk to more than one deployment. Importing this module reads nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.redisconn import is_sentinel_url
+from worker.redisurl import is_sentinel_url
 from worker.resultstore import guarded
 from worker.settings import Settings
 from worker.usercelery import user_celery_settings
@@ -31,6 +32,7 @@ def _sentinel_options(settings: Settings, url: str) -> dict[str, Any]:
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
+    """reqworker's Celery settings for ``settings``, with the user's module over them."""
     ours = _reqworker_settings(settings)
     ours.update(user_celery_settings(settings.celery_config))
     return ours
@@ -104,5 +106,3 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
         "broker_native_delayed_delivery_queue_type": "quorum",
     }
 
-
-globals().update(celery_settings(Settings.from_env()))

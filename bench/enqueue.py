@@ -27,13 +27,10 @@ import argparse
 import cProfile
 import datetime as dt
 import json
-import os
 import pstats
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, write_section  # noqa: E402
-from bench.throughput import PY, machine  # noqa: E402
+from bench import running  # noqa: E402
+from bench.running import PY  # noqa: E402
 
 #: This script's section of RESULTS.md.
 SECTION = "enqueue"
@@ -193,46 +190,32 @@ def report(args: Any, runs: dict[str, list[float]], startup_s: float, memory: li
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = running.arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rss-jobs", default="50000,200000",
                         help="comma-separated sizes for the peak RSS runs; 0 or '' to skip them")
     parser.add_argument("--cprofile", type=Path, default=None,
                         help="also profile one more reqworker run and dump it here (python -m pstats)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         return rss_child(args)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-
-    from producer.localredis import LocalRedis
-
-    started: list[Callable[[], None]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
-    try:
-        redis_server = LocalRedis().start()
-        started.append(redis_server.stop)
-        apis = Path(tmp.name) / "apis.toml"
-        apis.write_text(f'[apis.{PROFILE}]\nbase_url = "http://127.0.0.1:9"\n', encoding="utf-8")
-        env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
-               "BENCH_REDIS_URL": redis_server.url}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+    with running.session() as bench:
+        env = bench.configure(f'[apis.{PROFILE}]\nbase_url = "http://127.0.0.1:9"\n')
         import redis
 
         from bench.baseline_app import app as plain
         from producer.client import Client
 
-        header = machine()
+        header = running.machine()
         client = Client.from_env()
         settings = client.settings
         queues = (client.app.conf.task_default_queue, plain.conf.task_default_queue)
-        r = redis.Redis.from_url(redis_server.url)
-        path = write_jobs(Path(tmp.name) / "jobs.jsonl", args.jobs)
-        one = write_jobs(Path(tmp.name) / "one.jsonl", 1)
+        r = redis.Redis.from_url(bench.redis_url)
+        path = write_jobs(bench.tmp / "jobs.jsonl", args.jobs)
+        one = write_jobs(bench.tmp / "one.jsonl", 1)
         startups = []
         for _ in range(3):
             startups.append(cli(env, one))
@@ -241,16 +224,15 @@ def main() -> int:
         sides: dict[str, Callable[[], float]] = {BULK: lambda: cli(env, path) - startup_s,
                                                  LOOP: lambda: loop(plain, path)}
         runs: dict[str, list[float]] = {name: [] for name in sides}
-        for n in range(args.repeat):
-            for name in list(sides) if n % 2 == 0 else list(sides)[::-1]:
-                clear(r, queues, settings.key_prefix)
-                elapsed = sides[name]()
-                queued = sum(r.llen(q) for q in queues)
-                if queued != args.jobs:
-                    raise RuntimeError(f"{name}: {queued} messages queued, not {args.jobs}")
-                runs[name].append(elapsed)
-                print(f"run {n + 1}/{args.repeat} {name:<36} {args.jobs / elapsed:9,.0f} jobs/s "
-                      f"({elapsed:.2f} s)", flush=True)
+        for n, _, name in running.alternating(list(sides), args.repeat):
+            clear(r, queues, settings.key_prefix)
+            elapsed = sides[name]()
+            queued = sum(r.llen(q) for q in queues)
+            if queued != args.jobs:
+                raise RuntimeError(f"{name}: {queued} messages queued, not {args.jobs}")
+            runs[name].append(elapsed)
+            print(f"run {n + 1}/{args.repeat} {name:<36} {args.jobs / elapsed:9,.0f} jobs/s "
+                  f"({elapsed:.2f} s)", flush=True)
         clear(r, queues, settings.key_prefix)
         if args.cprofile:
             profiler = cProfile.Profile()
@@ -260,21 +242,12 @@ def main() -> int:
             pstats.Stats(str(args.cprofile)).sort_stats("tottime").print_stats(25)
         memory = []
         for size in (int(x) for x in str(args.rss_jobs).split(",") if x.strip() and int(x)):
-            memory.append(rss_run(env, Path(tmp.name), size))
+            memory.append(rss_run(env, bench.tmp, size))
             clear(r, queues, settings.key_prefix)
             print(f"peak RSS growth for {size:,} jobs: {memory[-1]['growth_kb'] / 1024:.1f} MiB "
                   f"({memory[-1]['jobs_s']:,.0f} jobs/s)", flush=True)
-        text = report(args, runs, startup_s, memory, header)
-        write_section(SECTION, text, args.out)
-        print(f"\n{text}\nwritten to {args.out}")
-        return 0
-    finally:
-        for stop in reversed(started):
-            stop()
-        tmp.cleanup()
+        return running.publish(SECTION, report(args, runs, startup_s, memory, header), args.out)
 
 
 if __name__ == "__main__":
-    from bench.running import run
-
-    run(main)
+    running.run(main)

@@ -14,10 +14,7 @@ import argparse
 import collections
 import cProfile
 import functools
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +22,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.running import EchoServer, session  # noqa: E402
 
 #: (module, attribute path, label): the parts timed.
 PARTS = [
@@ -73,52 +72,45 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--cprofile", type=Path, default=None)
     args = parser.parse_args()
-    from producer.localredis import LocalRedis
+    with session() as bench:
+        server = EchoServer()
+        bench.stop_later(server.stop)
+        api = server.wait_port().url
+        bench.configure(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n')
+        from worker.executor import JobContext, Spent
+        from worker.jobs import parse_job
+        from worker.runtime import build_runtime
 
-    with LocalRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen([sys.executable, "-m", "bench.echo_server"], cwd=ROOT,
-                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        try:
-            assert server.stdout is not None
-            api = f"http://127.0.0.1:{int(server.stdout.readline())}"
-            apis = Path(tmp) / "apis.toml"
-            apis.write_text(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n', encoding="utf-8")
-            os.environ.update(REQWORKER_REDIS_URL=redis_server.url, REQWORKER_APIS=str(apis))
-            from worker.executor import JobContext, Progress
-            from worker.jobs import parse_job
-            from worker.runtime import build_runtime
+        rt = build_runtime()
 
-            rt = build_runtime()
+        def run(cache: bool, tag: str, n: int) -> None:
+            for i in range(n):
+                raw = {"api": "bench", "url": f"{api}/item/{tag}/{i}", "cache": cache}
+                message = parse_job(raw, rt.profiles).to_message()
+                outcome = rt.executor.run(message, Spent(), JobContext(job_id=str(i)))
+                assert getattr(outcome, "record", {}).get("ok"), outcome
 
-            def run(cache: bool, tag: str, n: int) -> None:
-                for i in range(n):
-                    raw = {"api": "bench", "url": f"{api}/item/{tag}/{i}", "cache": cache}
-                    message = parse_job(raw, rt.profiles).to_message()
-                    outcome = rt.executor.run(message, Progress(), JobContext(job_id=str(i)))
-                    assert getattr(outcome, "record", {}).get("ok"), outcome
-
-            run(True, "warm", 200)
-            run(False, "warm", 200)
-            if args.cprofile:
-                profile = cProfile.Profile()
-                profile.runcall(run, True, "profiled", args.jobs)
-                profile.dump_stats(args.cprofile)
-            acc: dict[str, float] = collections.defaultdict(float)
-            instrument(acc)
-            for cache in (True, False):
-                acc.clear()
-                started = time.thread_time()
-                run(cache, f"cache-{cache}", args.jobs)
-                total = time.thread_time() - started
-                print(f"cache={str(cache).lower()}: {1000 * total / args.jobs:.3f} ms CPU per job "
-                      "(whole loop, with parse_job)")
-                for label, spent in acc.items():
-                    print(f"  {1000 * spent / args.jobs:7.3f} ms  {label}")
-        finally:
-            server.terminate()
-            server.wait()
+        run(True, "warm", 200)
+        run(False, "warm", 200)
+        if args.cprofile:
+            profile = cProfile.Profile()
+            profile.runcall(run, True, "profiled", args.jobs)
+            profile.dump_stats(args.cprofile)
+        acc: dict[str, float] = collections.defaultdict(float)
+        instrument(acc)
+        for cache in (True, False):
+            acc.clear()
+            started = time.thread_time()
+            run(cache, f"cache-{cache}", args.jobs)
+            total = time.thread_time() - started
+            print(f"cache={str(cache).lower()}: {1000 * total / args.jobs:.3f} ms CPU per job "
+                  "(whole loop, with parse_job)")
+            for label, spent in acc.items():
+                print(f"  {1000 * spent / args.jobs:7.3f} ms  {label}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.running import run
+
+    run(main)

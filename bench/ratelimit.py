@@ -15,7 +15,7 @@ worker processes with the same options (threads pool, ``--concurrency``, the pro
   ``producer.client.Client.submit_many``; workers started as ``python -m producer.cli worker``.
 - baseline: ``bench.baseline_app.get_limited``, a task with Celery's ``rate_limit="50/s"``
   that calls ``requests.get`` and retries a 429 with the Retry-After as countdown;
-  enqueued with a ``send_task`` loop (``bench.throughput.enqueue``).
+  enqueued with a ``send_task`` loop (``bench.running.enqueue``).
 
 The API logs when each request arrived. Achieved rate = answered (200) requests / time
 from the first to the last request it saw, 429s included. The results go to the
@@ -24,30 +24,22 @@ from the first to the last request it saw, 429s included. The results go to the
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
 import itertools
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS  # noqa: E402
-from bench.running import alternating, publish  # noqa: E402
-from bench.throughput import PY, Side, Worker, enqueue, machine, plain_app, prepare, wait_done  # noqa: E402
+from bench import running  # noqa: E402
+from bench.running import PY, EchoServer, Fleet, Side  # noqa: E402
 from worker.profiles import Profile  # noqa: E402
 
 #: This script's section of RESULTS.md.
@@ -55,59 +47,11 @@ SECTION = "ratelimit"
 #: Achieved rate / allowed rate must reach this.
 GOAL = 0.95
 #: The share of the rate reqworker holds back by default (``Profile.rate_margin``).
-MARGIN = Profile.__dataclass_fields__["rate_margin"].default
+MARGIN = cast(float, Profile.__dataclass_fields__["rate_margin"].default)
 #: The profile the reqworker side's jobs name.
 PROFILE = "limited"
 REQWORKER = "reqworker"
 BASELINE = "baseline (Celery rate_limit)"
-
-
-class Fleet:
-    """Several worker processes of one side, each in its own process group."""
-
-    def __init__(self) -> None:
-        self.workers: list[Worker] = []
-        self.logs: list[Path] = []
-
-    def start(self, side: Side, count: int, env: dict[str, str], logdir: Path, tag: str) -> None:
-        for i in range(count):
-            named = replace(side, argv=[*side.argv, "--hostname", f"{tag}-{i}@%h"])
-            self.logs.append(logdir / f"{tag}-{i}.log")
-            self.workers.append(Worker(named, env, self.logs[-1]))
-
-    def alive(self) -> None:
-        for worker in self.workers:
-            worker.alive()
-
-    def wait_ready(self, app: Any, limit_s: float = 180) -> None:
-        """Until every worker answers a ping (so none starts late and misses the jobs)."""
-        deadline = time.monotonic() + limit_s
-        seen: set[str] = set()
-        while len(seen) < len(self.workers):
-            self.alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(seen)} of {len(self.workers)} workers answered")
-            seen.update(name for reply in app.control.ping(timeout=0.5) for name in reply)
-
-    def stop(self, grace_s: float = 20) -> None:
-        """SIGTERM to every worker at once (their warm shutdowns overlap), SIGKILL after ``grace_s``."""
-        for worker in self.workers:
-            if worker.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for worker in self.workers:
-            try:
-                worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.proc.pid, signal.SIGKILL)
-                worker.proc.wait()
-
-    def requeued(self) -> int:
-        """Times reqworker sent a job back to the queue to wait (budget or pause; its INFO lines)."""
-        return sum(1 for log in self.logs for line in log.read_text(errors="replace").splitlines()
-                   if "] job " in line and " waits " in line)
 
 
 @dataclass
@@ -148,30 +92,6 @@ class Outcome:
         return most
 
 
-class API:
-    """The rate-limited echo server in its own process."""
-
-    def __init__(self, rate: int) -> None:
-        self.proc = subprocess.Popen([PY, "-m", "bench.echo_server", "--limit", str(rate), "--window", "1"],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.url = ""
-
-    def wait_port(self) -> None:
-        assert self.proc.stdout is not None
-        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
-
-    def call(self, path: str) -> dict[str, Any]:
-        import requests
-
-        return dict(requests.get(self.url + path, timeout=30).json())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
-
-
 def sides(args: Any) -> list[Side]:
     from bench.baseline_app import LIMITED_TASK_NAME
     from worker.jobs import TASK_NAME
@@ -188,12 +108,12 @@ def sides(args: Any) -> list[Side]:
             Side(BASELINE, LIMITED_TASK_NAME, celery, lambda url: {"url": url}, plain=True)]
 
 
-def one_run(app: Any, r: Any, api: API, side: Side, env: dict[str, str], args: Any, tag: str,
+def one_run(app: Any, r: Any, api: EchoServer, side: Side, env: dict[str, str], args: Any, tag: str,
             logdir: Path) -> Outcome:
     from producer.client import Client
 
     if side.plain:
-        app = plain_app()
+        app = running.plain_app()
     # Celery's per-process rate_limit crawls once 429s start: give it room to finish.
     limit_s = max(600.0, 30 * args.jobs / args.rate)
     r.flushdb()  # before the workers declare their queue: every run starts from an empty Redis
@@ -214,10 +134,10 @@ def one_run(app: Any, r: Any, api: API, side: Side, env: dict[str, str], args: A
             failed = sum(not rec["ok"] for rec in records) + args.jobs - len(records)
             attempts = Counter(int(rec["attempts"]) for rec in records)
         else:
-            messages = prepare(side, [api.url + p for p in paths])
+            messages = running.prepare(side, [api.url + p for p in paths])
             t0 = time.perf_counter()
-            ids = enqueue(app, side, messages)
-            failed = wait_done(r, ids, fleet, 0.05, limit_s)
+            ids = running.enqueue(app, side, messages)
+            failed = running.wait_done(r, ids, fleet, 0.05, limit_s)
             wall_s = time.perf_counter() - t0
             metas = [json.loads(raw) for raw in r.mget([f"celery-task-meta-{i}" for i in ids]) if raw]
             attempts = Counter(int(m["result"]["attempts"]) for m in metas if m["status"] == "SUCCESS")
@@ -293,8 +213,7 @@ def report(args: Any, runs: dict[str, list[Outcome]], header: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = running.arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=50, help="requests/s the API allows (and both sides ask)")
     parser.add_argument("--workers", type=int, default=4, help="worker processes per side")
@@ -302,40 +221,27 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=1, help="reqworker's rate_burst")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--loglevel", default="INFO", help="worker log level (INFO is reqworker's default)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--logs", type=Path, default=None,
                         help="keep the worker logs and the API's request logs here (default: not kept)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-
-    from producer.localredis import LocalRedis
-
-    started: list[Callable[[], None]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
-    logdir = args.logs or Path(tmp.name)
-    logdir.mkdir(parents=True, exist_ok=True)
-    try:
-        redis_server = LocalRedis().start()
-        started.append(redis_server.stop)
-        api = API(args.rate)
-        started.append(api.stop)
+    with running.session() as bench:
+        logdir = args.logs or bench.tmp
+        logdir.mkdir(parents=True, exist_ok=True)
+        api = EchoServer("--limit", str(args.rate), "--window", "1")
+        bench.stop_later(api.stop)
         api.wait_port()
-        apis = Path(tmp.name) / "apis.toml"
-        apis.write_text(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\nrate_limit = "{args.rate}/s"\n'
-                        f"rate_burst = {args.burst}\ntimeout = 10\n", encoding="utf-8")
-        env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
-               "BENCH_REDIS_URL": redis_server.url,
-               "BENCH_RATE_LIMIT": f"{args.rate}/s"}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing app below
+        env = bench.configure(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\nrate_limit = "{args.rate}/s"\n'
+                              f"rate_burst = {args.burst}\ntimeout = 10\n",
+                              BENCH_RATE_LIMIT=f"{args.rate}/s")
         import redis
 
         from producer.celeryapp import make_app
 
-        app, r = make_app(), redis.Redis.from_url(redis_server.url)
-        header = machine()
+        app, r = make_app(), redis.Redis.from_url(bench.redis_url)
+        header = running.machine()
         order = sides(args)
         runs: dict[str, list[Outcome]] = {s.name: [] for s in order}
-        for n, k, side in alternating(order, args.repeat):
+        for n, k, side in running.alternating(order, args.repeat):
             tag = f"run{n}-{k}"
             o = one_run(app, r, api, side, env, args, tag, logdir)
             runs[side.name].append(o)
@@ -343,14 +249,8 @@ def main() -> int:
                   f"({o.achieved / args.rate:.3f} of allowed), {len(o.refused)} 429s, "
                   f"wall {o.wall_s:.1f} s, failed {o.failed}, attempts {attempts_text(o.attempts)}",
                   flush=True)
-        return publish(SECTION, report(args, runs, header), args.out)
-    finally:
-        for stop in reversed(started):
-            stop()
-        tmp.cleanup()
+        return running.publish(SECTION, report(args, runs, header), args.out)
 
 
 if __name__ == "__main__":
-    from bench.running import run
-
-    run(main)
+    running.run(main)

@@ -26,25 +26,18 @@ result keys every 0.05 s). The results go to the ``slowapi`` section of bench/RE
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import os
-import signal
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ratelimit import Fleet  # noqa: E402
-from bench.results import RESULTS  # noqa: E402
-from bench.running import alternating, publish  # noqa: E402
-from bench.throughput import PY, Side, enqueue, machine, plain_app, prepare, wait_done  # noqa: E402
+from bench import running  # noqa: E402
+from bench.running import PY, EchoServer, Fleet, Side  # noqa: E402
 
 #: This script's section of RESULTS.md.
 SECTION = "slowapi"
@@ -53,24 +46,6 @@ GOAL_SEED = 30.0
 #: ...and this many times the best plain Celery side.
 GOAL_PLAIN = 1.5
 PROFILE = "slow"
-
-
-class SlowAPI:
-    """bench/echo_server.py with ``--delay`` in its own process."""
-
-    def __init__(self, delay_s: float) -> None:
-        import subprocess
-
-        self.proc = subprocess.Popen([PY, "-m", "bench.echo_server", "--delay", str(delay_s)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        assert self.proc.stdout is not None
-        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
 
 
 def all_sides(args: Any) -> list[Side]:
@@ -92,7 +67,7 @@ def all_sides(args: Any) -> list[Side]:
     ]
 
 
-def run_side(side: Side, api: SlowAPI, r: Any, env: dict[str, str], args: Any, tag: str,
+def run_side(side: Side, api: EchoServer, r: Any, env: dict[str, str], args: Any, tag: str,
              logdir: Path) -> dict[str, float]:
     from producer.client import Client
 
@@ -100,15 +75,16 @@ def run_side(side: Side, api: SlowAPI, r: Any, env: dict[str, str], args: Any, t
     fleet = Fleet()
     try:
         fleet.start(side, args.workers, env, logdir, tag)
-        app = plain_app() if side.plain else Client.from_env().app
+        app = running.plain_app() if side.plain else Client.from_env().app
         fleet.wait_ready(app)
         paths = [f"/item/{tag}/{i}" for i in range(args.jobs)]
         warm = [f"/warm/{tag}/{i}" for i in range(args.workers * 8)]
         if side.plain:
-            wait_done(r, enqueue(app, side, prepare(side, [api.url + p for p in warm])), fleet, 0.05)
+            warm_ids = running.enqueue(app, side, running.prepare(side, [api.url + p for p in warm]))
+            running.wait_done(r, warm_ids, fleet, 0.05)
             cpu0, t0 = cpu(fleet), time.perf_counter()
-            ids = enqueue(app, side, prepare(side, [api.url + p for p in paths]))
-            failed = wait_done(r, ids, fleet, 0.05)
+            ids = running.enqueue(app, side, running.prepare(side, [api.url + p for p in paths]))
+            failed = running.wait_done(r, ids, fleet, 0.05)
         else:
             client = Client.from_env()
             client.submit_many([side.kwargs(p) for p in warm]).batch.wait(poll_s=0.05, timeout_s=300)
@@ -172,8 +148,7 @@ def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = running.arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=0.1, help="seconds the API takes per answer")
     parser.add_argument("--workers", type=int, default=2)
@@ -181,44 +156,26 @@ def main() -> int:
     parser.add_argument("--greenlets", type=int, default=200, help="concurrency of the gevent pools")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sides", default="", help="comma-separated name prefixes of the sides to run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with running.session() as bench:
+        api = EchoServer("--delay", str(args.delay))
+        bench.stop_later(api.stop)
+        api.wait_port()
+        env = bench.configure(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\n')
+        import redis
 
-    import redis
-
-    from producer.localredis import LocalRedis
-
-    started: list[Callable[[], None]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
-    try:
-        server = LocalRedis().start()
-        started.append(server.stop)
-        api = SlowAPI(args.delay)
-        started.append(api.stop)
-        apis = Path(tmp.name) / "apis.toml"
-        apis.write_text(f'[apis.{PROFILE}]\nbase_url = "{api.url}"\n', encoding="utf-8")
-        env = {**os.environ, "REQWORKER_REDIS_URL": server.url, "REQWORKER_APIS": str(apis),
-               "BENCH_REDIS_URL": server.url}
-        os.environ.update(env)
-        r = redis.Redis.from_url(server.url)
-        header = machine()
+        r = redis.Redis.from_url(bench.redis_url)
+        header = running.machine()
         wanted = [w.strip() for w in args.sides.split(",") if w.strip()]
         order = [s for s in all_sides(args) if not wanted or s.name.startswith(tuple(wanted))]
         runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in order}
-        for n, k, side in alternating(order, args.repeat):
-            res = run_side(side, api, r, env, args, f"run{n}-{k}", Path(tmp.name))
+        for n, k, side in running.alternating(order, args.repeat):
+            res = run_side(side, api, r, env, args, f"run{n}-{k}", bench.tmp)
             runs[side.name].append(res)
             print(f"run {n + 1}/{args.repeat} {side.name:<32} {res['jobs_s']:7.0f} jobs/s "
                   f"(wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job)", flush=True)
-        return publish(SECTION, report(args, runs, header), args.out)
-    finally:
-        for stop in reversed(started):
-            stop()
-        tmp.cleanup()
+        return running.publish(SECTION, report(args, runs, header), args.out)
 
 
 if __name__ == "__main__":
-    from bench.running import run
-
-    run(main)
+    running.run(main)

@@ -12,7 +12,6 @@ The results go to the ``storage`` section of bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import subprocess
@@ -27,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from bench.results import RESULTS, write_section  # noqa: E402
-from bench.throughput import PY, machine  # noqa: E402
+from bench.running import PY, arguments, machine, publish  # noqa: E402
 from producer.client import Client  # noqa: E402
-from producer.localredis import LocalRedis  # noqa: E402
-from producer.loopback_api import LoopbackAPI, Reply  # noqa: E402
+from producer.demo.localredis import LocalRedis  # noqa: E402
+from producer.demo.loopback import LoopbackAPI, Reply  # noqa: E402
+from producer.demo.processes import stop_group  # noqa: E402
 from worker.profiles import load_profiles  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
@@ -51,7 +50,7 @@ def kind(key: str) -> str:
     return "other (the queue, kombu bindings)"
 
 
-def measure(client: redis.Redis) -> dict[str, int]:
+def measure(client: redis.Redis[bytes]) -> dict[str, int]:
     sizes: dict[str, int] = defaultdict(int)
     for raw in client.scan_iter(count=1000):
         key = raw.decode()
@@ -88,8 +87,7 @@ def run(jobs: int, body_bytes: int) -> str:
                 sizes = measure(conn)
                 rows.append((method, sizes, (after - before) / jobs))
         finally:
-            os.killpg(worker.pid, 15)
-            worker.wait(timeout=60)
+            stop_group(worker, grace_s=60)
             log.close()
     lines = [f"## Redis bytes per job ({body_bytes:,} B JSON bodies)", "",
              f"`bench/storage.py --jobs {jobs}`, {dt.date.today().isoformat()}: `MEMORY USAGE` "
@@ -103,17 +101,20 @@ def run(jobs: int, body_bytes: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    parser = arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--body-bytes", type=int, default=4096)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     text = run(args.jobs, args.body_bytes)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text, RESULTS)
+    if args.no_write:
+        print(text)
+        return 0
+    return publish(SECTION, text, args.out)
 
 
 if __name__ == "__main__":
-    main()
+    from bench import running
+
+    running.run(main)

@@ -17,30 +17,20 @@ section of bench/RESULTS.md (see bench/results.py).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS  # noqa: E402
-from bench.running import alternating, publish  # noqa: E402
-from producer.processes import stop_group  # noqa: E402
+from bench import running  # noqa: E402
+from bench.running import PY, EchoServer, Side, Worker  # noqa: E402
 
 GOAL = 0.9
 #: A cache miss against requests-cache's own CachedSession task must reach this.
@@ -57,17 +47,6 @@ CACHE_ON = "reqworker (cache on, misses)"
 CACHE_OFF = "reqworker (cache false)"
 #: This script's section of RESULTS.md (the hand-written notes after it are kept).
 SECTION = "throughput"
-PY = sys.executable
-
-
-@dataclass(frozen=True)
-class Side:
-    name: str
-    task: str
-    argv: list[str]
-    kwargs: Callable[[str], dict[str, Any]]
-    #: A plain Celery side: published through ``bench.baseline_app`` (Celery's defaults).
-    plain: bool = False
 
 
 def sides(concurrency: int, loglevel: str) -> list[Side]:
@@ -90,85 +69,6 @@ def sides(concurrency: int, loglevel: str) -> list[Side]:
     ]
 
 
-def plain_app() -> Any:
-    """The baselines' publishing app: ``bench.baseline_app`` (Celery's defaults, BENCH_REDIS_URL)."""
-    from bench.baseline_app import app
-
-    return app
-
-
-class Worker:
-    """One worker subprocess in its own process group, logging to a file."""
-
-    def __init__(self, side: Side, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(side.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{tail}")
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the worker process so far (Linux)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-
-
-class Alive(Protocol):
-    def alive(self) -> None:
-        """Raise when what runs the jobs has died."""
-
-
-def wait_done(r: Any, ids: list[str], worker: Alive, poll_s: float, limit_s: float = 900) -> int:
-    """Poll the result keys in bulk until every job has a final state; returns the failures."""
-    pending, failed = [f"celery-task-meta-{i}" for i in ids], 0
-    deadline = time.monotonic() + limit_s
-    while pending:
-        still = []
-        for key, raw in zip(pending, r.mget(pending), strict=True):
-            status = json.loads(raw)["status"] if raw is not None else None
-            if status in ("SUCCESS", "FAILURE", "REVOKED"):
-                failed += status != "SUCCESS"
-            else:
-                still.append(key)
-        pending = still
-        if pending:
-            worker.alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} jobs unfinished after {limit_s:g} s")
-            time.sleep(poll_s)
-    return failed
-
-
-def prepare(side: Side, urls: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Task ids and kwargs, built before the clock starts."""
-    return [(str(uuid.uuid4()), side.kwargs(u)) for u in urls]
-
-
-def enqueue(app: Any, side: Side, messages: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """A plain side: one ``send_task`` per job on one producer connection, as a user writes it.
-    reqworker: its own bulk publisher (``reqworker enqueue``'s), which, unlike ``send_task``,
-    subscribes to no result channel."""
-    if side.plain:
-        with app.producer_or_acquire() as producer:
-            for task_id, kwargs in messages:
-                app.send_task(side.task, kwargs=kwargs, task_id=task_id, producer=producer)
-    else:
-        from producer.publish import Outgoing, make_publisher
-        from worker.jobs import Job
-
-        publisher = make_publisher(app, app.conf.broker_url)
-        publisher.publish([Outgoing(task_id, kwargs, Job(**kwargs["job"]).shown_arguments(kwargs["batch_id"]))
-                           for task_id, kwargs in messages])
-    return [task_id for task_id, _ in messages]
-
-
 def commands(r: Any) -> int:
     """Redis commands run so far, the bench's own (MGET polls, INFO) left out."""
     stats = r.info("commandstats")
@@ -185,11 +85,11 @@ def api_calls(api: str) -> int:
 
 def timed(app: Any, r: Any, side: Side, worker: Worker, urls: list[str], poll_s: float) -> dict[str, float]:
     """Enqueue one job per URL and wait for every result: jobs/s, CPU and Redis commands per job."""
-    messages = prepare(side, urls)
+    messages = running.prepare(side, urls)
     cpu0, before, t0 = worker.cpu_s(), commands(r), time.perf_counter()
-    ids = enqueue(app, side, messages)
+    ids = running.enqueue(app, side, messages)
     enqueued_s = time.perf_counter() - t0
-    failed = wait_done(r, ids, worker, poll_s)
+    failed = running.wait_done(r, ids, worker, poll_s)
     wall_s, cpu_s = time.perf_counter() - t0, worker.cpu_s() - cpu0
     if failed:
         raise RuntimeError(f"{side.name}: {failed} of {len(urls)} jobs failed; see {worker.log}")
@@ -206,7 +106,7 @@ def paged(app: Any, r: Any, side: Side, worker: Worker, api: str, tag: str, jobs
     messages = [(str(uuid.uuid4()), {"job": Job(api="bench", url=u, paginate={"next": "$.next"}).to_message(),
                                      "batch_id": None}) for u in first]
     calls0, before = api_calls(api), commands(r)
-    enqueue(app, side, messages)
+    running.enqueue(app, side, messages)
     deadline = time.monotonic() + 300
     while api_calls(api) - calls0 < jobs * PAGES:
         worker.alive()
@@ -227,7 +127,7 @@ def one_run(apps: dict[bool, Any], r: Any, side: Side, env: dict[str, str], api:
         while not app.control.ping(timeout=0.5):
             worker.alive()
         warm = [f"{api}/warm/{tag}/{i}" for i in range(args.concurrency * 4)]
-        wait_done(r, enqueue(app, side, prepare(side, warm)), worker, 0.05)
+        running.wait_done(r, running.enqueue(app, side, running.prepare(side, warm)), worker, 0.05)
         urls = [f"{api}/item/{tag}/{i}" for i in range(args.jobs)]
         result = timed(app, r, side, worker, urls, args.poll)
         if side.name == CACHE_ON:
@@ -239,21 +139,6 @@ def one_run(apps: dict[bool, Any], r: Any, side: Side, env: dict[str, str], api:
     finally:
         worker.stop()
     return result
-
-
-def machine() -> str:
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
-    pkgs = ", ".join(f"{p} {version(p)}" for p in ("celery", "kombu", "redis", "requests", "requests-cache"))
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    nproc = len(os.sched_getaffinity(0))
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    dirty = subprocess.run([*git, "status", "--porcelain", "--", "worker", "producer", "celeryconfig.py"],
-                           capture_output=True, text=True).stdout.count("\n")
-    return (f"- machine: {platform.platform()}, {os.cpu_count()} CPUs (nproc {nproc}), "
-            f"load average at start {load}\n- Python {platform.python_version()}; {pkgs}; "
-            f"redis-server {next((w[2:] for w in redis_v if w.startswith('v=')), '?')}\n"
-            f"- code: commit {head.strip() or '?'}, {dirty} changed files under worker/, producer/\n")
 
 
 def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> str:
@@ -318,65 +203,37 @@ def report(args: Any, runs: dict[str, list[dict[str, float]]], header: str) -> s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = running.arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loglevel", default="INFO", help="worker log level (INFO is reqworker's default)")
     parser.add_argument("--poll", type=float, default=0.02, help="seconds between result polls")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-
-    from producer.localredis import LocalRedis
-
-    started: list[Callable[[], None]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
-    try:
-        redis_server = LocalRedis().start()
-        started.append(redis_server.stop)
+    with running.session() as bench:
         # A limit no run reaches: the server then logs requests, for the re-run's API calls.
-        server = subprocess.Popen([PY, "-m", "bench.echo_server", "--limit", "1000000000"], cwd=ROOT,
-                                  stdout=subprocess.PIPE,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-
-        def stop_server() -> None:
-            server.terminate()
-            server.wait()
-
-        started.append(stop_server)
-        assert server.stdout is not None
-        api = f"http://127.0.0.1:{int(server.stdout.readline())}"
-        apis = Path(tmp.name) / "apis.toml"
-        apis.write_text(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n', encoding="utf-8")
-        env = {**os.environ, "REQWORKER_REDIS_URL": redis_server.url, "REQWORKER_APIS": str(apis),
-               "BENCH_REDIS_URL": redis_server.url}
-        os.environ.update(env)  # before celeryconfig is imported by the publishing apps below
+        server = EchoServer("--limit", "1000000000")
+        bench.stop_later(server.stop)
+        api = server.wait_port().url
+        env = bench.configure(f'[apis.bench]\nbase_url = "{api}"\ntimeout = 30\n')
         import redis
 
         from producer.celeryapp import make_app
 
-        apps, r = {False: make_app(), True: plain_app()}, redis.Redis.from_url(redis_server.url)
-        header = machine()
+        apps, r = {False: make_app(), True: running.plain_app()}, redis.Redis.from_url(bench.redis_url)
+        header = running.machine()
         order = sides(args.concurrency, args.loglevel)
         runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in order}
-        for n, k, side in alternating(order, args.repeat):
+        for n, k, side in running.alternating(order, args.repeat):
             tag = f"run{n}-{k}"
-            res = one_run(apps, r, side, env, api, args, tag, Path(tmp.name))
+            res = one_run(apps, r, side, env, api, args, tag, bench.tmp)
             runs[side.name].append(res)
             extra = "".join(f", {k} {v:.1f}" for k, v in res.items() if k.startswith(("rerun", "paged")))
             print(f"run {n + 1}/{args.repeat} {side.name:<30} {res['jobs_s']:7.0f} jobs/s "
                   f"wall {res['wall_s']:.2f} s, worker CPU {res['cpu_ms_job']:.2f} ms/job, "
                   f"{res['commands_job']:.1f} commands/job{extra}", flush=True)
-        return publish(SECTION, report(args, runs, header), args.out)
-    finally:
-        for stop in reversed(started):
-            stop()
-        tmp.cleanup()
+        return running.publish(SECTION, report(args, runs, header), args.out)
 
 
 if __name__ == "__main__":
-    from bench.running import run
-
-    run(main)
+    running.run(main)

@@ -30,14 +30,9 @@ The results go to the ``waiting`` section of bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ratelimit import API, Fleet  # noqa: E402
-from bench.results import RESULTS  # noqa: E402
-from bench.running import publish  # noqa: E402
-from bench.throughput import PY, Side, enqueue, machine, prepare  # noqa: E402
+from bench import running  # noqa: E402
+from bench.running import PY, EchoServer, Fleet, Side  # noqa: E402
 
 SECTION = "waiting"
 REQWORKER = "reqworker"
@@ -77,14 +70,10 @@ class Run:
         return self.commands / self.jobs
 
 
-class StormAPI(API):
-    def __init__(self, storm_s: float | None) -> None:
-        # Without a storm: a limit no run reaches, for the request log behind /_stats.
-        args = ["--storm", str(storm_s)] if storm_s else ["--limit", "1000000000"]
-        self.proc = subprocess.Popen([PY, "-m", "bench.echo_server", *args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.url = ""
+def storm_api(storm_s: float | None) -> EchoServer:
+    """The echo server in a Retry-After storm of ``storm_s``; without one, a limit no run reaches,
+    for the request log behind /_stats."""
+    return EchoServer(*(["--storm", str(storm_s)] if storm_s else ["--limit", "1000000000"]))
 
 
 def commands(r: Any) -> int:
@@ -114,7 +103,7 @@ def sides(args: Any) -> list[Side]:
             Side(BASELINE, PLAIN, plain, lambda url: {"url": url}, plain=True)]
 
 
-def warm_up(side: Side, app: Any, calm: StormAPI, count: int) -> None:
+def warm_up(side: Side, app: Any, calm: EchoServer, count: int) -> None:
     """Run ``count`` jobs against the calm API, so start-up allocations are not counted as growth."""
     from producer.client import Client
 
@@ -129,8 +118,8 @@ def warm_up(side: Side, app: Any, calm: StormAPI, count: int) -> None:
             result.get(timeout=300)
 
 
-def run_side(side: Side, api: StormAPI, r: Any, env: dict[str, str], jobs: list[str], profile: str,
-             logdir: Path, tag: str, args: Any, storm: bool, calm: StormAPI) -> Run:
+def run_side(side: Side, api: EchoServer, r: Any, env: dict[str, str], jobs: list[str], profile: str,
+             logdir: Path, tag: str, args: Any, storm: bool, calm: EchoServer) -> Run:
     from celery import Celery
 
     from producer.client import Client
@@ -154,7 +143,7 @@ def run_side(side: Side, api: StormAPI, r: Any, env: dict[str, str], jobs: list[
         if side.name == REQWORKER:
             client.submit_many([{"api": profile, "path": p, "cache": False} for p in jobs])
         else:
-            enqueue(app, side, prepare(side, [api.url + p for p in jobs]))
+            running.enqueue(app, side, running.prepare(side, [api.url + p for p in jobs]))
         deadline = time.monotonic() + args.limit
         while True:
             fleet.alive()
@@ -218,8 +207,7 @@ def report(args: Any, storm: dict[str, list[Run]], paced: dict[str, list[Run]], 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = running.arguments(__doc__)
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--storm", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=2)
@@ -228,44 +216,33 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--limit", type=float, default=1800, help="seconds a run may take")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    import redis
-
-    from producer.localredis import LocalRedis
-
-    started: list[Callable[[], None]] = []
-    tmp = tempfile.TemporaryDirectory(prefix="reqworker-bench-")
-    try:
-        server = LocalRedis().start()
-        started.append(server.stop)
-        stormy, calm = StormAPI(args.storm), StormAPI(None)
-        started += [stormy.stop, calm.stop]
+    with running.session() as bench:
+        stormy, calm = storm_api(args.storm), storm_api(None)
+        bench.stop_later(stormy.stop)
+        bench.stop_later(calm.stop)
         stormy.wait_port()
         calm.wait_port()
-        apis = Path(tmp.name) / "apis.toml"
-        apis.write_text(f'[apis.storm]\nbase_url = "{stormy.url}"\n\n'
-                        f'[apis.limited]\nbase_url = "{calm.url}"\nrate_limit = "{args.rate}/s"\n\n'
-                        f'[apis.unlimited]\nbase_url = "{calm.url}"\n', encoding="utf-8")
-        env = {**os.environ, "REQWORKER_REDIS_URL": server.url, "REQWORKER_APIS": str(apis),
-               "BENCH_REDIS_URL": server.url}
-        os.environ.update(env)
-        r = redis.Redis.from_url(server.url)
-        header = machine()
+        env = bench.configure(f'[apis.storm]\nbase_url = "{stormy.url}"\n\n'
+                              f'[apis.limited]\nbase_url = "{calm.url}"\nrate_limit = "{args.rate}/s"\n\n'
+                              f'[apis.unlimited]\nbase_url = "{calm.url}"\n')
+        import redis
+
+        r = redis.Redis.from_url(bench.redis_url)
+        header = running.machine()
         order = sides(args)
         storm: dict[str, list[Run]] = {s.name: [] for s in order}
         paced: dict[str, list[Run]] = {"limited": [], "unlimited": []}
-        logdir = Path(tmp.name)
-        for n in range(args.repeat):
-            for k, side in enumerate(order if n % 2 == 0 else order[::-1]):
-                jobs = [f"/storm/{n}/{k}/{i}" for i in range(args.jobs)]
-                res = run_side(side, stormy, r, env, jobs, "storm", logdir, f"s{n}-{k}", args, True, calm)
-                storm[side.name].append(res)
-                print(f"storm {n + 1}/{args.repeat} {side.name[:30]:<30} RSS +{res.rss_growth_mib:.1f} MiB, "
-                      f"{res.passes_per_job:.2f} passes/job, {res.commands_per_job:.1f} commands/job, "
-                      f"{res.after_storm_s:.1f} s after the storm", flush=True)
+        logdir = bench.tmp
+        for n, k, side in running.alternating(order, args.repeat):
+            jobs = [f"/storm/{n}/{k}/{i}" for i in range(args.jobs)]
+            res = run_side(side, stormy, r, env, jobs, "storm", logdir, f"s{n}-{k}", args, True, calm)
+            storm[side.name].append(res)
+            print(f"storm {n + 1}/{args.repeat} {side.name[:30]:<30} RSS +{res.rss_growth_mib:.1f} MiB, "
+                  f"{res.passes_per_job:.2f} passes/job, {res.commands_per_job:.1f} commands/job, "
+                  f"{res.after_storm_s:.1f} s after the storm", flush=True)
+            if k < len(order) - 1:
+                continue
             for profile in ("limited", "unlimited"):
                 jobs = [f"/{profile}/{n}/{i}" for i in range(args.rate_jobs)]
                 res = run_side(order[0], calm, r, env, jobs, profile, logdir, f"p{n}-{profile}", args,
@@ -273,14 +250,8 @@ def main() -> int:
                 paced[profile].append(res)
                 print(f"paced {n + 1}/{args.repeat} {profile:<10} {res.passes_per_job:.2f} passes/job, "
                       f"{res.commands_per_job:.1f} commands/job", flush=True)
-        return publish(SECTION, report(args, storm, paced, header), args.out)
-    finally:
-        for stop in reversed(started):
-            stop()
-        tmp.cleanup()
+        return running.publish(SECTION, report(args, storm, paced, header), args.out)
 
 
 if __name__ == "__main__":
-    from bench.running import run
-
-    run(main)
+    running.run(main)

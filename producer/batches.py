@@ -87,7 +87,7 @@ class BatchStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis[bytes],
         keys: Keys,
         ttl_s: int,
         meta_key: Callable[[str], bytes | str],

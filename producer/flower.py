@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from worker.authconfig import is_loopback
 from worker.settings import SettingsError
+from worker.urls import is_loopback
 
 AUTH_ENV = "REQWORKER_FLOWER_BASIC_AUTH"
 #: What Flower itself reads: set from AUTH_ENV, or honoured when a user set it directly.

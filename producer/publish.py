@@ -89,7 +89,7 @@ class RedisBulkPublisher:
     and Flower view, instead of two ``json.dumps`` of the whole message.
     """
 
-    def __init__(self, app: Celery, client: redis.Redis, url: str | None = None) -> None:
+    def __init__(self, app: Celery, client: redis.Redis[bytes], url: str | None = None) -> None:
         self.app = app
         self.client = client
         self.queue = app.conf.task_default_queue

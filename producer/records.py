@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
+
+from worker.resultrecord import result_record
 
 #: Job states as ``reqworker status`` counts them, by Celery state.
 STATE_NAMES = {
@@ -31,7 +33,7 @@ def state_of(meta: dict[str, Any] | None) -> str:
 def decode_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    return json.loads(raw)
+    return cast("dict[str, Any]", json.loads(raw))
 
 
 def record_of(entry: dict[str, Any], batch_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -64,18 +66,7 @@ def record_of(entry: dict[str, Any], batch_id: str, meta: dict[str, Any] | None)
             message = " ".join(str(part) for part in message)
     else:
         kind, message = "Error", str(result)
-    return {
-        "key": job.get("key"),
-        "job_id": entry.get("same_as") or entry.get("id"),
-        "batch_id": batch_id,
-        "api": job.get("api"),
-        "method": job.get("method"),
-        "url": job.get("url"),
-        "ok": False,
-        "status_code": None,
-        "body": None,
-        "from_cache": False,
-        "attempts": None,
-        "elapsed_ms": None,
-        "error": {"type": kind, "status_code": None, "message": str(message)},
-    }
+    return result_record(key=job.get("key"), job_id=entry.get("same_as") or entry.get("id"),
+                         batch_id=batch_id, api=job.get("api"), method=job.get("method"),
+                         url=job.get("url"), attempts=None, elapsed_ms=None,
+                         error=(kind, None, str(message)))

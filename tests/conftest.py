@@ -13,13 +13,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI
-from tests.oauth_support import Provider
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI
 from tests.support import WorkerProcess
+from tests.support.oauth import Provider
 from worker.keys import Keys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,14 +70,14 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         pytest.skip(message)
     queue = f"reqworker-test-{uuid.uuid4().hex[:8]}"
     yield {"REQWORKER_BROKER_URL": AMQP_URL, "REQWORKER_QUEUE": queue}
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(AMQP_URL) as conn:
         conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+def client(redis_server: LocalRedis) -> Iterator[redis.Redis[bytes]]:
     """A connection to the suite's private Redis."""
     conn = redis.Redis.from_url(redis_server.url)
     yield conn
@@ -99,12 +97,3 @@ def provider() -> Iterator[Provider]:
     fake.api.start()
     yield fake
     fake.api.stop()
-
-
-def base_env(redis_url: str, apis_path: str, **extra: str) -> dict[str, str]:
-    """The environment of a reqworker process pointed at the test services only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REQWORKER_", "CELERY_"))}
-    env.update(REQWORKER_REDIS_URL=redis_url, REQWORKER_APIS=apis_path,
-               PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
-    env.update(extra)
-    return env

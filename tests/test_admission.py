@@ -2,79 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
-from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Gate, Pass, Wait
+from tests.support.admission import NOW, PROFILE, FakeLimiter, gate
+from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Pass, Refused, Wait
 from worker.durations import parse_rate
-from worker.profiles import Backoff, Profile
-from worker.ratelimit import Admission
-
-
-@dataclass
-class FakeLimiter:
-    """Answers the gate's questions from a script; records what it was asked."""
-
-    answers: list[Admission]
-    pause_after_sleep_s: float = 0.0
-    slots_free: bool = True
-    released: list[str] = field(default_factory=list)
-    reserve_asked: list[float] = field(default_factory=list)
-
-    def admission(self, profile: Profile, now_s: float | None = None, *,
-                  reserve_s: float = 0.0) -> Admission:
-        self.reserve_asked.append(reserve_s)
-        return self.answers.pop(0)
-
-    def pause_left(self, name: str) -> float:
-        return self.pause_after_sleep_s
-
-    def try_acquire_slot(self, profile: Profile, lease_s: float) -> str | None:
-        return "slot-1" if self.slots_free else None
-
-    def release_slot(self, name: str, token: str) -> None:
-        self.released.append(token)
-
-
-PROFILE = Profile(name="api", base_url="http://x", rate_limit=parse_rate("10/s"),
-                  backoff=Backoff(0.5, 1.5, 10))
-
-
-NOW = 1_000_000.0
-
-
-def gate(limiter: FakeLimiter, slept: list[float]) -> Gate:
-    return Gate(limiter, sleep=slept.append, jitter=lambda: 0.0,  # type: ignore[arg-type]
-                clock=lambda: NOW)
+from worker.profiles import Profile
+from worker.ratelimit import RateDecision
 
 
 def test_a_free_slot_goes_at_once() -> None:
     slept: list[float] = []
-    limiter = FakeLimiter([Admission(0.0, False, True)])
+    limiter = FakeLimiter([RateDecision(0.0, False, True)])
     assert gate(limiter, slept).enter(PROFILE) == Pass(None)
     assert slept == [] and limiter.reserve_asked == [RESERVE_HORIZON_S]
 
 
 def test_a_reserved_slot_is_slept_for_then_goes_without_asking_again() -> None:
     slept: list[float] = []
-    limiter = FakeLimiter([Admission(0.3, False, True)])
+    limiter = FakeLimiter([RateDecision(0.3, False, True)])
     assert gate(limiter, slept).enter(PROFILE) == Pass(None)
     assert slept == [0.3]
 
 
 def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:
     slept: list[float] = []
-    limiter = FakeLimiter([Admission(0.3, False, True)], pause_after_sleep_s=4.0)
+    limiter = FakeLimiter([RateDecision(0.3, False, True)], pause_after_sleep_s=4.0)
     ticket = gate(limiter, slept).enter(PROFILE)
-    assert isinstance(ticket, Wait) and not ticket.fail
+    assert isinstance(ticket, Wait)
     assert ticket.seconds == 4.0 and "paused" in ticket.reason
 
 
 def test_a_slot_reserved_further_ahead_waits_in_redis_and_comes_back_just_before_it() -> None:
     slept: list[float] = []
-    ticket = gate(FakeLimiter([Admission(2.5, False, True)]), slept).enter(PROFILE)
-    assert isinstance(ticket, Wait) and not ticket.fail
+    ticket = gate(FakeLimiter([RateDecision(2.5, False, True)]), slept).enter(PROFILE)
+    assert isinstance(ticket, Wait)
     assert ticket.slot_at == NOW + 2.5 and ticket.seconds == pytest.approx(2.5 - EARLY_S)
     assert slept == []
 
@@ -92,7 +54,7 @@ def test_a_job_back_too_early_waits_again_for_the_same_slot() -> None:
 
 
 def test_a_job_back_too_late_for_its_slot_asks_for_a_new_one() -> None:
-    limiter = FakeLimiter([Admission(0.0, False, True)])
+    limiter = FakeLimiter([RateDecision(0.0, False, True)])
     assert gate(limiter, []).enter(PROFILE, slot_at=NOW - LATE_S - 0.01) == Pass(None)
     assert limiter.reserve_asked == [RESERVE_HORIZON_S]
 
@@ -104,14 +66,14 @@ def test_a_job_with_a_reserved_slot_still_waits_for_a_pause() -> None:
 
 
 def test_a_slot_beyond_the_horizon_is_asked_for_again_once_within_reach() -> None:
-    ticket = gate(FakeLimiter([Admission(3600.0, False, False)]), []).enter(PROFILE)
+    ticket = gate(FakeLimiter([RateDecision(3600.0, False, False)]), []).enter(PROFILE)
     assert isinstance(ticket, Wait) and ticket.slot_at is None
     assert ticket.seconds == pytest.approx(3600.0 - RESERVE_HORIZON_S / 2)
 
 
 def test_a_pause_longer_than_the_profile_allows_fails_the_job() -> None:
-    ticket = gate(FakeLimiter([Admission(10_000.0, True, False)]), []).enter(PROFILE)
-    assert isinstance(ticket, Wait) and ticket.fail and "paused for 10000.0 s" in ticket.reason
+    ticket = gate(FakeLimiter([RateDecision(10_000.0, True, False)]), []).enter(PROFILE)
+    assert isinstance(ticket, Refused) and "paused for 10000.0 s" in ticket.reason
 
 
 def test_without_a_rate_limit_only_a_pause_holds_a_job() -> None:
@@ -126,13 +88,13 @@ def test_all_concurrency_slots_taken_means_a_countdown_that_grows_with_each_wait
     seconds = []
     for waits in (0, 1, 2, 10):
         ticket = gate(FakeLimiter([], slots_free=False), []).enter(capped, waits=waits)
-        assert isinstance(ticket, Wait) and not ticket.fail and "2 concurrency slots" in ticket.reason
+        assert isinstance(ticket, Wait) and "2 concurrency slots" in ticket.reason
         seconds.append(ticket.seconds)
     assert seconds == [0.5, 1.0, 2.0, 8.0]
 
 
 def test_a_held_slot_is_released_when_the_job_goes_back() -> None:
     capped = Profile(name="api", base_url="http://x", concurrency=2, rate_limit=parse_rate("1/s"))
-    limiter = FakeLimiter([Admission(5.0, False, False)])
+    limiter = FakeLimiter([RateDecision(5.0, False, False)])
     assert isinstance(gate(limiter, []).enter(capped), Wait)
     assert limiter.released == ["slot-1"]

@@ -8,8 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from worker.backoff import GiveUp, bounded_countdown, countdown, parse_retry_after
-from worker.profiles import Backoff
+from worker.backoff import Backoff, GiveUp, bounded_countdown, countdown, parse_retry_after
 
 SEED = Backoff(start_s=0.5, factor=1.5, count=10)
 

@@ -13,10 +13,10 @@ import redis
 
 from producer.batches import BatchStore
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import TOKEN, Stack, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import eventually, run_cli
+from tests.support.stack import TOKEN, Stack, make_stack
 from worker.keys import Keys
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -246,7 +246,7 @@ def test_a_redelivered_job_that_already_finished_is_not_run_again(stack: Stack) 
 
 
 def test_a_claimed_fingerprint_names_the_first_job_within_a_chunk_and_across_chunks(
-        client: redis.Redis, keys: Keys) -> None:
+        client: redis.Redis[bytes], keys: Keys) -> None:
     store = BatchStore(client, keys, 60, lambda job_id: f"meta-{job_id}")
     assert store.claim("b", [("f1", "j1"), ("f2", "j2"), ("f1", "j3")]) == [None, None, "j1"]
     assert store.claim("b", [("f2", "j4"), ("f3", "j5"), ("f3", "j6")]) == ["j2", None, "j5"]

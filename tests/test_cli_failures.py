@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,8 @@ from click.testing import CliRunner
 
 from producer.cli import main
 from producer.client import Client
-from producer.localredis import LocalRedis
-from tests.conftest import base_env
-from tests.support import run_cli
+from producer.demo.localredis import LocalRedis
+from tests.support import base_env, run_cli
 from worker.profiles import load_profiles
 from worker.settings import Settings
 
@@ -120,7 +121,7 @@ def full(tmp_path_factory: pytest.TempPathFactory
         batch_id = client.submit_many([{"api": "p", "path": "/x"}]).batch.id
         direct = redis.Redis.from_url(server.url)
         direct.config_set("maxmemory", "1mb")
-        with pytest.raises(redis.exceptions.OutOfMemoryError):
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # type: ignore[attr-defined]  # (old stubs)
             for i in range(10_000):
                 direct.set(f"filler:{i}", b"x" * 10_000)
         yield env, batch_id, tmp
@@ -175,3 +176,49 @@ def test_a_redis_that_does_not_answer_times_out_in_one_line(tmp_path: Path) -> N
 def test_the_real_command_prints_no_traceback(stopped: str, tmp_path: Path) -> None:
     done = run_cli(env_for(stopped, tmp_path), "status", BATCH)
     assert_one_line(done.returncode, done.stderr, ["status"], "cannot connect")
+
+
+# --- a setting reqworker cannot use: one line naming it, exit 2, before anything connects --------
+
+BAD_TIMEOUTS = ("abc", "-5", "nan")
+#: Where no Redis listens: a bad setting must stop every command before it connects anywhere.
+NOWHERE = "redis://127.0.0.1:9/0"
+
+
+def assert_names_the_setting(code: int, stderr: str, what: object) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, f"{what}: exit {code}\n{stderr}"
+    assert "Traceback" not in stderr and len(lines) == 1, f"{what}:\n{stderr}"
+    assert lines[0].startswith("reqworker: REQWORKER_VISIBILITY_TIMEOUT="), f"{what}: {lines[0]!r}"
+
+
+def test_every_command_names_a_bad_visibility_timeout(tmp_path: Path) -> None:
+    for value in BAD_TIMEOUTS:
+        env = env_for(NOWHERE, tmp_path) | {"REQWORKER_VISIBILITY_TIMEOUT": value}
+        for argv in commands(tmp_path, BATCH).values():
+            code, stderr = invoke(env, argv)
+            assert_names_the_setting(code, stderr, (value, argv))
+
+
+def test_the_real_commands_name_a_bad_visibility_timeout(tmp_path: Path) -> None:
+    # Each in a process of its own, so that nothing the test process imported earlier
+    # hides a setting read when a module is imported.
+    for i, argv in enumerate(commands(tmp_path, BATCH).values()):
+        value = BAD_TIMEOUTS[i % len(BAD_TIMEOUTS)]
+        env = env_for(NOWHERE, tmp_path) | {"REQWORKER_VISIBILITY_TIMEOUT": value}
+        done = run_cli(env, *argv)
+        assert_names_the_setting(done.returncode, done.stderr, (value, argv))
+    celery = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads"]
+    env = env_for(NOWHERE, tmp_path) | {"REQWORKER_VISIBILITY_TIMEOUT": "nan"}
+    done = subprocess.run(celery, env=env, capture_output=True, text=True, timeout=120)
+    assert_names_the_setting(done.returncode, done.stderr, "celery -A worker.app worker")
+
+
+@pytest.mark.parametrize("value", BAD_TIMEOUTS)
+def test_importing_the_apps_reads_no_setting(value: str, tmp_path: Path) -> None:
+    env = env_for(NOWHERE, tmp_path) | {"REQWORKER_VISIBILITY_TIMEOUT": value}
+    code = ("import celeryconfig, producer.celeryapp, worker.app, worker.tasks, producer.cli\n"
+            "print('imported')")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr

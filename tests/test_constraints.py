@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 ROOT = Path(REPO)
 
@@ -34,7 +34,8 @@ def pins() -> dict[str, str]:
 
 
 def project() -> dict[str, object]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    table: dict[str, object] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return table
 
 
 def requirements(*groups: str) -> list[Requirement]:

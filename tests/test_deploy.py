@@ -32,23 +32,19 @@ import redis
 import yaml
 
 from producer.cli import main as cli_main
+from producer.demo.localredis import LocalRedis, find_redis_server, free_port
+from producer.demo.loopback import LoopbackAPI
 from producer.flower import AUTH_ENV
-from producer.localredis import LocalRedis, find_redis_server, free_port
-from producer.loopback_api import LoopbackAPI
-from tests.conftest import REPO
-from tests.stack import Stack, make_stack
 from tests.support import eventually
-from tests.test_flower_e2e import FlowerProcess
+from tests.support.deployfiles import DEPLOY, ENV_EXAMPLE, ROOT, deploy_profiles, env_file, example_env
+from tests.support.flower import FlowerProcess
+from tests.support.stack import Stack, make_stack
 from worker.preflight import shutdown_grace_s
-from worker.profiles import load_profiles
 from worker.settings import Settings
 from worker.startup import check_visibility
 
-ROOT = Path(REPO)
-DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
-ENV_EXAMPLE = DEPLOY / "reqworker.env.example"
 REDIS_ENV_EXAMPLE = DEPLOY / "redis.env.example"
 FLOWER_PORT = 5555
 #: The port workers serve their Prometheus metrics on in compose and Kubernetes.
@@ -107,27 +103,6 @@ def profile_vars(path: Path) -> set[str]:
     return found
 
 
-def env_file(path: Path, *, commented: bool = False) -> dict[str, str]:
-    """NAME=value lines; with ``commented``, also the ``#NAME=value`` lines offered as options."""
-    out: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if commented and re.match(r"^#[A-Z][A-Z0-9_]*=", line):
-            line = line[1:]
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.partition("=")
-        assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f"{path.name}: bad line {raw!r}"
-        assert value == value.strip() and not value.startswith(('"', "'")), \
-            f"{path.name}: {name}: no quotes or spaces (systemd and compose read them differently)"
-        out[name] = value
-    return out
-
-
-def example_env() -> dict[str, str]:
-    return env_file(ENV_EXAMPLE)
-
-
 def check_env_names(names: Iterable[str], where: str) -> None:
     """Each variable a deploy file sets is read by reqworker, by Flower, or by the profiles."""
     secrets = profile_vars(DEPLOY / "apis.toml")
@@ -163,10 +138,6 @@ def parse_seconds(value: str | int | float) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def deploy_profiles() -> dict[str, Any]:
-    return load_profiles(DEPLOY / "apis.toml", example_env())
-
-
 def grace_needed_s() -> float:
     """A stopping worker must be able to finish the longest job run of the profiles, with room."""
     return shutdown_grace_s(deploy_profiles())
@@ -188,7 +159,7 @@ def parse_bytes(value: str) -> int:
     assert match, f"not a size: {value!r}"
     unit = (match.group(2) or "").lower().rstrip("b")
     power = {"": 0, "k": 1, "m": 2, "g": 3, "ki": 1, "mi": 2, "gi": 3}[unit]
-    return int(match.group(1)) * 1024 ** power
+    return int(match.group(1)) * int(1024 ** power)
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -389,7 +360,8 @@ def test_the_image_is_built_from_python_311_or_newer() -> None:
 
 def test_the_image_copies_everything_the_package_build_needs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {"pyproject.toml", *project["tool"]["setuptools"]["packages"],
+    # A subpackage (producer.demo) comes with its package's directory.
+    needed = {"pyproject.toml", *(p.split(".")[0] for p in project["tool"]["setuptools"]["packages"]),
               *(f"{m}.py" for m in project["tool"]["setuptools"].get("py-modules", []))}
     if isinstance(project["project"].get("readme"), str):
         needed.add(project["project"]["readme"])

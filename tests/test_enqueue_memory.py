@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from producer.client import Client
+from producer.demo.localredis import LocalRedis
 from producer.jsonl import read_jobs
-from producer.localredis import LocalRedis
-from tests.conftest import base_env
+from tests.support import base_env
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

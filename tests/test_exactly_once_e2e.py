@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack
-from tests.support import WorkerProcess, eventually
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.stack import Stack
 from worker.jobs import TASK_NAME
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -93,6 +92,7 @@ def test_a_worker_killed_after_storing_a_result_or_mid_post_loses_no_count_and_r
     unsafe = {f"/hold/{run}/post{i}": "POST" for i in range(3)} | {f"/hold/{run}/patch": "PATCH"}
     resent = {f"/hold/{run}/get": {}, f"/hold/{run}/again": {"method": "POST",
                                                              "retry_unsafe": True}}
+    jobs: list[dict[str, object]]
     jobs = [{"api": "held", "method": method, "path": path, "json": {"n": 1}, "key": path}
             for path, method in unsafe.items()]
     jobs += [{"api": "held", "path": path, "key": path, **extra} for path, extra in resent.items()]

@@ -14,11 +14,12 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.admission import Pass, Wait
+from worker.admission import Pass, Refused, Wait
 from worker.auth import Credentials
-from worker.executor import Done, Executor, Failed, JobContext, Progress, Retry
+from worker.backoff import Backoff
+from worker.executor import Done, Executor, Failed, JobContext, RunAgain, Spent
 from worker.jobs import Job
-from worker.profiles import Backoff, Profile
+from worker.profiles import Profile
 
 BASE = "http://api.test/v1"
 PROFILE = Profile(name="api", base_url=BASE, backoff=Backoff(0.5, 2.0, 2), timeout_s=5)
@@ -85,14 +86,15 @@ class StubAuthoriser:
 
 @dataclass
 class StubGate:
-    tickets: list[Pass | Wait] = field(default_factory=lambda: [Pass()])
+    tickets: list[Pass | Wait | Refused] = field(default_factory=lambda: [Pass()])
     asked: list[dict[str, Any]] = field(default_factory=list)
     paused: list[float | None] = field(default_factory=list)
 
     def budgets(self, profile: Profile) -> bool:
         return False
 
-    def enter(self, profile: Profile, *, slot_at: float | None = None, waits: int = 0) -> Pass | Wait:
+    def enter(self, profile: Profile, *, slot_at: float | None = None,
+              waits: int = 0) -> Pass | Wait | Refused:
         self.asked.append({"slot_at": slot_at, "waits": waits})
         return self.tickets.pop(0) if len(self.tickets) > 1 else self.tickets[0]
 
@@ -106,7 +108,7 @@ class StubGate:
 def executor(adapter: ScriptedAdapter, gate: StubGate | None = None,
              auth: StubAuthoriser | None = None) -> Executor:
     return Executor({"api": PROFILE}, StubSessions(adapter),  # type: ignore[arg-type]
-                    {"api": auth or StubAuthoriser()}, gate or StubGate())  # type: ignore[arg-type, dict-item]
+                    {"api": auth or StubAuthoriser()}, gate or StubGate())  # type: ignore[arg-type]
 
 
 def job(**fields: Any) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def job(**fields: Any) -> dict[str, Any]:
 
 
 def test_a_2xx_is_done_with_the_parsed_body_and_one_attempt() -> None:
-    outcome = executor(ScriptedAdapter(Reply())).run(job(), Progress(), CTX)
+    outcome = executor(ScriptedAdapter(Reply())).run(job(), Spent(), CTX)
     assert isinstance(outcome, Done)
     assert outcome.record["ok"] is True and outcome.record["body"] == {"ok": True}
     assert outcome.record["attempts"] == 1 and outcome.record["key"] == "k"
@@ -122,17 +124,17 @@ def test_a_2xx_is_done_with_the_parsed_body_and_one_attempt() -> None:
 
 def test_the_profiles_credentials_are_sent() -> None:
     adapter = ScriptedAdapter(Reply())
-    executor(adapter).run(job(), Progress(), CTX)
+    executor(adapter).run(job(), Spent(), CTX)
     assert adapter.sent[0].headers["Authorization"] == "Bearer t1"
 
 
 def test_a_5xx_is_retried_with_the_seeds_backoff_then_given_up() -> None:
     run = executor(ScriptedAdapter(Reply(503))).run
-    first = run(job(), Progress(), CTX)
-    assert isinstance(first, Retry) and first.backoff and first.countdown_s == 0.5
-    second = run(job(), first.progress, CTX)
-    assert isinstance(second, Retry) and second.countdown_s == 1.0
-    last = run(job(), second.progress, CTX)
+    first = run(job(), Spent(), CTX)
+    assert isinstance(first, RunAgain) and first.backoff and first.countdown_s == 0.5
+    second = run(job(), first.spent, CTX)
+    assert isinstance(second, RunAgain) and second.countdown_s == 1.0
+    last = run(job(), second.spent, CTX)
     assert isinstance(last, Failed)
     assert "max retries exceeded" in last.record["error"]["message"]
     assert last.record["attempts"] == 3
@@ -141,14 +143,14 @@ def test_a_5xx_is_retried_with_the_seeds_backoff_then_given_up() -> None:
 def test_a_retry_after_is_the_countdown_and_pauses_the_profile() -> None:
     gate = StubGate()
     outcome = executor(ScriptedAdapter(Reply(429, headers={"Retry-After": "2"})), gate).run(
-        job(), Progress(), CTX)
-    assert isinstance(outcome, Retry) and outcome.countdown_s == 2.0
+        job(), Spent(), CTX)
+    assert isinstance(outcome, RunAgain) and outcome.countdown_s == 2.0
     assert gate.paused == [2.0]
 
 
 def test_a_404_fails_at_once_with_the_apis_message() -> None:
     body = b'{"error": {"message": "no such item"}}'
-    outcome = executor(ScriptedAdapter(Reply(404, body))).run(job(), Progress(), CTX)
+    outcome = executor(ScriptedAdapter(Reply(404, body))).run(job(), Spent(), CTX)
     assert isinstance(outcome, Failed)
     assert outcome.record["error"] == {"type": "APIError", "status_code": 404, "message": "no such item"}
 
@@ -156,57 +158,81 @@ def test_a_404_fails_at_once_with_the_apis_message() -> None:
 def test_a_401_renews_the_token_once_and_retries_at_once_without_spending_a_retry() -> None:
     auth = StubAuthoriser()
     run = executor(ScriptedAdapter(Reply(401)), auth=auth).run
-    first = run(job(), Progress(), CTX)
-    assert isinstance(first, Retry) and first.countdown_s == 0.0 and not first.backoff
-    assert first.progress.reauths == 1 and first.progress.retries == 0 and auth.renewals == 1
-    second = run(job(), first.progress, CTX)
+    first = run(job(), Spent(), CTX)
+    assert isinstance(first, RunAgain) and first.countdown_s == 0.0 and not first.backoff
+    assert first.spent.reauths == 1 and first.spent.retries == 0 and auth.renewals == 1
+    second = run(job(), first.spent, CTX)
     assert isinstance(second, Failed) and "even after they were renewed" in second.record["error"]["message"]
 
 
 def test_a_401_with_credentials_that_cannot_be_renewed_fails() -> None:
     outcome = executor(ScriptedAdapter(Reply(401)), auth=StubAuthoriser(can_renew=False)).run(
-        job(), Progress(), CTX)
+        job(), Spent(), CTX)
     assert isinstance(outcome, Failed) and "cannot be renewed" in outcome.record["error"]["message"]
 
 
 def test_a_wait_at_the_gate_spends_no_attempt_and_keeps_the_reserved_slot() -> None:
     gate = StubGate([Wait(3.0, "waits for its slot", slot_at=1234.5)])
     adapter = ScriptedAdapter(Reply())
-    outcome = executor(adapter, gate).run(job(), Progress(), CTX)
-    assert isinstance(outcome, Retry) and not outcome.backoff and outcome.countdown_s == 3.0
-    assert outcome.progress.attempts == 0 and outcome.progress.waits == 1
-    assert outcome.progress.slot_at_ms == 1_234_500 and adapter.sent == []
-    again = executor(ScriptedAdapter(Reply()), gate := StubGate()).run(job(), outcome.progress, CTX)
+    outcome = executor(adapter, gate).run(job(), Spent(), CTX)
+    assert isinstance(outcome, RunAgain) and not outcome.backoff and outcome.countdown_s == 3.0
+    assert outcome.spent.attempts == 0 and outcome.spent.waits == 1
+    assert outcome.spent.slot_at_ms == 1_234_500 and adapter.sent == []
+    again = executor(ScriptedAdapter(Reply()), gate := StubGate()).run(job(), outcome.spent, CTX)
     assert isinstance(again, Done) and gate.asked == [{"slot_at": 1234.5, "waits": 1}]
 
 
 def test_a_wait_longer_than_the_job_may_wait_fails_it() -> None:
-    gate = StubGate([Wait(9999.0, "paused for too long", fail=True)])
-    outcome = executor(ScriptedAdapter(Reply()), gate).run(job(), Progress(), CTX)
+    gate = StubGate([Refused("paused for too long")])
+    outcome = executor(ScriptedAdapter(Reply()), gate).run(job(), Spent(), CTX)
     assert isinstance(outcome, Failed) and outcome.record["error"]["type"] == "RateLimitError"
 
 
 def test_a_post_is_not_resent_after_a_failure_that_may_have_reached_the_api() -> None:
     dropped = Reply(error=requests.exceptions.ReadTimeout("read timed out"))
-    outcome = executor(ScriptedAdapter(dropped)).run(job(method="POST", json={"a": 1}), Progress(), CTX)
+    outcome = executor(ScriptedAdapter(dropped)).run(job(method="POST", json={"a": 1}), Spent(), CTX)
     assert isinstance(outcome, Failed) and "retry_unsafe" in outcome.record["error"]["message"]
 
 
 def test_a_post_that_never_left_is_retried() -> None:
     refused = Reply(error=requests.exceptions.ConnectTimeout("connect timed out"))
-    outcome = executor(ScriptedAdapter(refused)).run(job(method="POST", json={"a": 1}), Progress(), CTX)
-    assert isinstance(outcome, Retry) and outcome.backoff
+    outcome = executor(ScriptedAdapter(refused)).run(job(method="POST", json={"a": 1}), Spent(), CTX)
+    assert isinstance(outcome, RunAgain) and outcome.backoff
 
 
 @pytest.mark.parametrize("message", [{"api": "nope", "path": "/x"}, {"api": "api"}, {"path": "/x"}])
 def test_a_message_that_is_no_valid_job_fails_with_a_job_error(message: dict[str, Any]) -> None:
-    outcome = executor(ScriptedAdapter(Reply())).run(message, Progress(), CTX)
+    outcome = executor(ScriptedAdapter(Reply())).run(message, Spent(), CTX)
     assert isinstance(outcome, Failed) and outcome.record["error"]["type"] == "JobError"
 
 
 def test_the_token_never_reaches_a_failures_message() -> None:
     auth = StubAuthoriser(token="sekrit-token-123")
     leak = Reply(404, b'{"error": {"message": "bad token Bearer sekrit-token-123"}}')
-    outcome = executor(ScriptedAdapter(leak), auth=auth).run(job(), Progress(), CTX)
+    outcome = executor(ScriptedAdapter(leak), auth=auth).run(job(), Spent(), CTX)
     assert isinstance(outcome, Failed)
     assert outcome.record["error"]["message"] == "bad token [REDACTED]"
+
+
+#: A result record's fields, in the order PRODUCT.md lists them (``page`` only when paginated).
+RECORD_FIELDS = ["key", "job_id", "batch_id", "api", "method", "url", "ok", "status_code", "body",
+                 "from_cache", "attempts", "elapsed_ms", "error"]
+
+
+def test_the_worker_and_the_producer_write_records_alike() -> None:
+    from producer.records import record_of
+
+    done = executor(ScriptedAdapter(Reply())).run(job(), Spent(), CTX)
+    failed = executor(ScriptedAdapter(Reply(404))).run(job(), Spent(), CTX)
+    assert isinstance(done, Done) and isinstance(failed, Failed)
+    assert list(done.record) == RECORD_FIELDS[:-1] and list(failed.record) == RECORD_FIELDS
+    lost = {"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": ["gone"]}}
+    entry = {"id": "job-2", "job": {"api": "api", "method": "GET", "url": f"{BASE}/x", "key": "k2"}}
+    assert record_of(entry, "batch-1", lost) == {
+        "key": "k2", "job_id": "job-2", "batch_id": "batch-1", "api": "api", "method": "GET",
+        "url": f"{BASE}/x", "ok": False, "status_code": None, "body": None, "from_cache": False,
+        "attempts": None, "elapsed_ms": None,
+        "error": {"type": "WorkerLostError", "status_code": None, "message": "gone"},
+    }
+    assert list(record_of(entry, "batch-1", lost) or {}) == RECORD_FIELDS
+    assert list(failed.record["error"]) == ["type", "status_code", "message"]

@@ -17,24 +17,24 @@ from typing import Any
 import pytest
 import redis
 
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
 from producer.flower import (
     AUTH_ENV,
     FLOWER_AUTH_ENV,
     LOOPBACK,
     FlowerConfigError,
-    is_loopback,
     parse_basic_auth,
     plan_flower,
 )
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.flower_support import PASSWORD, USER, FlowerProcess
-from tests.stack import TOKEN, Stack, make_stack
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.flower import PASSWORD, USER, FlowerProcess
+from tests.support.stack import TOKEN, Stack, make_stack
 from worker.jobs import TASK_NAME
 from worker.keys import Keys
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings
+from worker.urls import is_loopback
 
 # --- how the command starts Flower (no processes) ---------------------------------------
 

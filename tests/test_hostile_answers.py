@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack, countdowns, make_stack, one_worker
-from tests.support import WorkerProcess
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env
+from tests.support.stack import Stack, countdowns, make_stack, one_worker
 from worker.cache import CACHE_MAX_BODY
 from worker.keys import Keys
 
@@ -78,7 +77,7 @@ def worker(stack: Stack) -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture
-def cache(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+def cache(redis_server: LocalRedis) -> Iterator[redis.Redis[bytes]]:
     conn = redis.Redis.from_url(redis_server.url)
     yield conn
     conn.close()
@@ -88,12 +87,12 @@ def unique(prefix: str = "/r") -> str:
     return f"{prefix}/{uuid.uuid4().hex[:12]}"
 
 
-def pause_ttl_ms(stack: Stack, cache: redis.Redis, profile: str) -> int:
+def pause_ttl_ms(stack: Stack, cache: redis.Redis[bytes], profile: str) -> int:
     return int(cache.pttl(Keys(stack.env["REQWORKER_KEY_PREFIX"]).pause(profile)))
 
 
 def test_a_retry_after_of_years_fails_that_job_only_and_pauses_nobody(
-        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis[bytes]) -> None:
     path = unique()
     stack.api.script(path, Reply(429, headers={"Retry-After": "100000000"}))
     record = stack.run({"api": "seed", "path": path})
@@ -107,7 +106,7 @@ def test_a_retry_after_of_years_fails_that_job_only_and_pauses_nobody(
 
 @pytest.mark.parametrize("value", ["1e300", "nan", "inf", "-5", "12.5", "9" * 5000])
 def test_a_retry_after_that_is_not_an_http_form_counts_as_absent(
-        stack: Stack, worker: WorkerProcess, cache: redis.Redis, value: str) -> None:
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis[bytes], value: str) -> None:
     path = unique()
     stack.api.script(path, Reply(503, headers={"Retry-After": value}), Reply(json={"n": 2}))
     record = stack.run({"api": "fast", "path": path})
@@ -122,7 +121,7 @@ def test_a_retry_after_that_is_not_an_http_form_counts_as_absent(
 
 @pytest.mark.parametrize("reset", ["1e300", "nan", "-1", "100000000"])
 def test_a_rate_limit_reset_never_pauses_longer_than_the_profile_waits(
-        stack: Stack, worker: WorkerProcess, cache: redis.Redis, reset: str) -> None:
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis[bytes], reset: str) -> None:
     path = unique("/adaptive/r")
     stack.api.script(path, Reply(json={}, headers={"X-RateLimit-Remaining": "0",
                                                    "X-RateLimit-Reset": reset}))
@@ -213,7 +212,7 @@ def test_a_cookie_set_by_one_job_is_never_sent_with_the_next(
 
 
 def test_cookies_are_never_written_to_the_cache(
-        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis[bytes]) -> None:
     path = unique("/echo/cookie")
     stack.api.script(path, Reply(json={"a": 1}, headers={"Set-Cookie": "sid=secret-cookie-91"}))
     first = stack.run({"api": "fast", "path": path})
@@ -326,7 +325,7 @@ def test_cache_control_true_follows_the_apis_cache_control(
 
 
 def test_every_cache_entry_expires_and_no_redirect_alias_hash_is_written(
-        stack: Stack, worker: WorkerProcess, cache: redis.Redis) -> None:
+        stack: Stack, worker: WorkerProcess, cache: redis.Redis[bytes]) -> None:
     forever, hop, landing = unique("/obedient/f"), unique("/obedient/hop"), unique("/obedient/land")
     stack.api.script(forever, Reply(json={}, headers={"Cache-Control": "max-age=31536000, immutable"}))
     stack.api.script(hop, Reply(301, headers={"Location": landing}))

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
 from producer.flower import AUTH_ENV, FLOWER_AUTH_ENV, FlowerConfigError, plan_flower
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.flower_support import FlowerProcess
-from tests.stack import Stack, make_stack, one_worker
 from tests.support import WorkerProcess, run_cli
+from tests.support.flower import FlowerProcess
+from tests.support.stack import Stack, make_stack, one_worker
 from worker.keys import Keys
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.stack import Stack, make_stack, one_worker
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import WorkerProcess, run_cli
+from tests.support.stack import Stack, make_stack, one_worker
 from worker.jobs import Job
 from worker.keys import Keys
 from worker.redact import shown_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -15,14 +16,13 @@ import requests
 
 from producer.authflow import _CallbackHandler, authorise_in_browser
 from producer.client import Client
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.oauth_support import ENV, Provider, oauth_profile
-from tests.support import WorkerProcess
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env
+from tests.support.oauth import ENV, Provider, oauth_profile
 from worker.executor import scrub_record, secrets_of
 from worker.keys import Keys
-from worker.oauth import TokenEndpoint, TokenEndpointError, _token
+from worker.oauth import TokenEndpoint, TokenEndpointError, parse_token, read_token_file
 from worker.profiles import ProfileError, load_profiles, parse_profiles
 from worker.settings import Settings
 from worker.tokens import TokenStore
@@ -57,23 +57,53 @@ def test_a_clean_secret_loads() -> None:
     assert profile.auth.secret_values == (TOKEN,)
 
 
-@pytest.mark.parametrize("body", [
+#: Token endpoint answers (and token files) that must not become a token.
+UNUSABLE_TOKENS = [
     {"access_token": TOKEN + "\n", "expires_in": 3600},
     {"access_token": TOKEN, "refresh_token": "r e f", "expires_in": 3600},
     {"access_token": TOKEN, "expires_in": "nan"},
     {"access_token": TOKEN, "expires_in": -1},
     {"access_token": TOKEN, "expires_in": 1e400},
     {"access_token": TOKEN, "expires_in": "soon"},
-])
+]
+
+
+@pytest.mark.parametrize("body", UNUSABLE_TOKENS)
 def test_a_token_from_the_endpoint_is_checked_like_a_configured_one(body: dict[str, Any]) -> None:
-    with pytest.raises(TokenEndpointError) as refused:
-        _token(body, 1000.0, "token endpoint")
+    with pytest.raises(ValueError) as refused:
+        parse_token(body, 1000.0)
     assert TOKEN not in str(refused.value)
 
 
+@pytest.mark.parametrize("body", [*UNUSABLE_TOKENS, {"access_token": TOKEN, "expires_at": "soon"},
+                                  ["not", "an", "object"]])
+def test_a_token_file_is_checked_like_a_token_from_the_endpoint(
+        body: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "token.json"
+    path.write_text(json.dumps(body))
+    assert read_token_file(path) is None
+    assert "cannot be used" in caplog.text and TOKEN not in caplog.text
+
+
 def test_a_good_token_from_the_endpoint_expires_when_it_says() -> None:
-    token = _token({"access_token": TOKEN, "expires_in": "60"}, 1000.0, "token endpoint")
+    token = parse_token({"access_token": TOKEN, "expires_in": "60"}, 1000.0)
     assert token.expires_at == 1060.0 and math.isfinite(token.expires_at)
+
+
+def test_a_token_file_expires_when_it_says(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+
+    def saved(fields: dict[str, Any]) -> Any:
+        path.write_text(json.dumps({"access_token": TOKEN, **fields}))
+        os.utime(path, (1000.0, 1000.0))
+        return read_token_file(path)
+
+    token = saved({"expires_in": "60", "refresh_token": "refresh-1", "scope": "read"})
+    assert (token.expires_at, token.obtained_at, token.scope) == (1060.0, 1000.0, "read")
+    assert token.refresh_token.reveal() == "refresh-1"
+    assert saved({"expires_at": "1970-01-01T00:20:00+00:00", "expires_in": 60}).expires_at == 1200.0
+    assert saved({"expires_at": 5000}).expires_at == 5000.0
+    assert saved({"expires_at": None}).expires_at is None
 
 
 def test_every_secret_of_the_profile_is_scrubbed_from_an_error_message() -> None:
@@ -114,7 +144,7 @@ def test_oauth_endpoints_must_be_https_unless_on_loopback(key: str) -> None:
 
 
 def test_the_browser_callback_drops_a_silent_connection_so_the_answer_gets_through(
-        provider: Provider, client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+        provider: Provider, client: redis.Redis[bytes], keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_CallbackHandler, "timeout", 0.5)
     port = free_port()
     profile = oauth_profile(provider, auth_url=f"{provider.url}/authorize",

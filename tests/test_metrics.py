@@ -11,14 +11,13 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from tests.oauth_support import Provider, authoriser, oauth_profile
-from tests.test_admission import PROFILE, FakeLimiter, gate
+from tests.support.admission import PROFILE, FakeLimiter, gate
+from tests.support.oauth import Provider, authoriser, oauth_profile
 from worker import metrics
 from worker.admission import Wait
-from worker.executor import Done, Failed, Progress, Retry
 from worker.keys import Keys
 from worker.metricserver import MetricsConfig
-from worker.ratelimit import Admission
+from worker.ratelimit import RateDecision
 from worker.settings import SettingsError
 
 
@@ -28,8 +27,8 @@ def value(name: str, **labels: str) -> float:
 
 def test_each_kind_of_wait_says_what_it_waits_for() -> None:
     full = gate(FakeLimiter([], slots_free=False), []).enter(replace(PROFILE, concurrency=1))
-    paused = gate(FakeLimiter([Admission(3.0, True, False)]), []).enter(PROFILE)
-    budget = gate(FakeLimiter([Admission(3.0, False, False)]), []).enter(PROFILE)
+    paused = gate(FakeLimiter([RateDecision(3.0, True, False)]), []).enter(PROFILE)
+    budget = gate(FakeLimiter([RateDecision(3.0, False, False)]), []).enter(PROFILE)
     assert isinstance(full, Wait) and full.kind == "concurrency"
     assert isinstance(paused, Wait) and paused.kind == "pause"
     assert isinstance(budget, Wait) and budget.kind == "rate"
@@ -37,18 +36,17 @@ def test_each_kind_of_wait_says_what_it_waits_for() -> None:
 
 def test_a_short_wait_for_a_reserved_slot_is_counted_as_a_rate_wait() -> None:
     before = value("reqworker_waits_total", api="api", reason="rate")
-    gate(FakeLimiter([Admission(0.3, False, True)]), []).enter(PROFILE)
+    gate(FakeLimiter([RateDecision(0.3, False, True)]), []).enter(PROFILE)
     assert value("reqworker_waits_total", api="api", reason="rate") == before + 1
 
 
-def test_outcomes_count_jobs_and_backoff_retries_but_not_waits() -> None:
+def test_outcomes_count_jobs_and_backoff_retries() -> None:
     api = "outcomes"
     job = {"api": api, "path": "/x"}
-    metrics.ended(job, Done({}))
-    metrics.ended(job, Failed({}))
-    metrics.ended(job, Retry(1.0, Progress(), "HTTP 500", backoff=True))
-    metrics.ended(job, Retry(1.0, Progress(), "waiting for the budget", backoff=False))
-    metrics.ended("not a job", Failed({}))
+    metrics.ended(job, succeeded=True)
+    metrics.ended(job, succeeded=False)
+    metrics.retried(job)
+    metrics.ended("not a job", succeeded=False)
     assert value("reqworker_jobs_total", api=api, outcome="succeeded") == 1
     assert value("reqworker_jobs_total", api=api, outcome="failed") == 1
     assert value("reqworker_retries_total", api=api) == 1
@@ -62,7 +60,7 @@ def test_a_message_with_a_strange_api_is_counted_under_unknown() -> None:
 
 
 def test_token_renewals_count_each_token_obtained_once_for_the_fleet(
-        provider: Provider, client: redis.Redis, keys: Keys) -> None:
+        provider: Provider, client: redis.Redis[bytes], keys: Keys) -> None:
     profile = oauth_profile(provider)
     before = value("reqworker_token_renewals_total", api=profile.name)
     first, second = authoriser(profile, client, keys), authoriser(profile, client, keys)

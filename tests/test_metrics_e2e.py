@@ -11,17 +11,17 @@ import json
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import TOKEN, Stack, make_stack
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.stack import TOKEN, Stack, make_stack
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def _path() -> str:
     return f"/m/{uuid.uuid4().hex[:12]}"
 
 
-def _run_batch(stack: Stack, jobs: list[dict[str, object]]) -> list[dict[str, object]]:
+def _run_batch(stack: Stack, jobs: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
     report = stack.client.submit_many(jobs)
     report.batch.wait(poll_s=0.05, timeout_s=120)
     return list(report.batch.results())
@@ -109,7 +109,7 @@ def test_metrics_count_what_the_api_saw(served: MetricsWorker) -> None:
         ended = after.total("reqworker_jobs_total") - before.total("reqworker_jobs_total")
         return after if ended >= len(first) + len(second) else None
 
-    after = eventually(settled, within_s=60, what="job counters")
+    after: Metrics = eventually(settled, within_s=60, what="job counters")
     # Every answer the API gave is a request the worker counted, by status, across all
     # the pool's processes; a reset connection is an "error".
     seen = stack.api.answers()

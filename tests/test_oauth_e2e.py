@@ -21,11 +21,10 @@ import pytest
 import redis
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, Reply
-from tests.conftest import base_env
-from tests.oauth_support import ENV, FleetProvider, Realm, every_value
-from tests.support import WorkerProcess, eventually
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, Reply
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.oauth import ENV, FleetProvider, Realm, every_value
 from worker.keys import Keys
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.integration
 #: Requests the API accepts with the first token of the "batch" profile before refusing it.
 FIRST_TOKEN_USES = 120
 BATCH = 500
-#: Renewal lease of the "lease" profile: 2 * timeout + 5 s (worker.auth.renewal_lease_s).
+#: Renewal lease of the "lease" profile: 2 * timeout + 5 s (worker.profiles.Profile.request_lease_s).
 LEASE_TIMEOUT_S = 1
 LEASE_MS = (2 * LEASE_TIMEOUT_S + 5) * 1000
 #: Jobs, one at a time with every worker thread idle, that a 401 fails after their renewal.
@@ -50,7 +49,7 @@ class Fleet:
     name: str
     env: dict[str, str]
     client: Client
-    db: redis.Redis
+    db: redis.Redis[bytes]
     keys: Keys
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from worker.auth import NoAuth, StaticBearer, make_authoriser
+from worker.auth import Credentials, NoAuth, StaticBearer
 from worker.profiles import Profile, ProfileError, parse_profiles
+from worker.runtime import make_authoriser
 from worker.secret import Secret
 
 BASE = "https://api.example.com/v1"
@@ -24,7 +25,7 @@ def oauth(**extra: Any) -> dict[str, Any]:
             "client_id": "${CID}", "client_secret": "${CSECRET}", **extra}
 
 
-def test_oauth2_profile_reads_every_setting():
+def test_oauth2_profile_reads_every_setting() -> None:
     auth = profile(oauth(scope="read write", test_expiry=300, auth_url="https://accounts.example.com/a",
                          redirect_port=8123, test_url="/me", test_status=[200, 204],
                          headers={"X-Client-Id": "${CID}"}, token_file="~/tok.json",
@@ -39,23 +40,23 @@ def test_oauth2_profile_reads_every_setting():
     assert (auth.header_key, auth.header_prefix) == ("Authorization", "Bearer ")
 
 
-def test_oauth2_defaults():
+def test_oauth2_defaults() -> None:
     auth = profile(oauth()).auth
     assert auth.test_expiry_s == 60 and auth.scope is None and auth.auth_url is None
     assert auth.client_auth == "basic" and auth.test_status == (200,)
 
 
-def test_unknown_oauth2_setting_is_named():
+def test_unknown_oauth2_setting_is_named() -> None:
     with pytest.raises(ProfileError, match="'client_secrt'"):
         profile(oauth(client_secrt="x"))
 
 
-def test_missing_variable_is_named():
+def test_missing_variable_is_named() -> None:
     with pytest.raises(ProfileError, match="environment variable CSECRET is not set"):
         profile(oauth(), env={"CID": "client-abc"})
 
 
-def test_producer_view_needs_no_secret_and_keeps_header_names():
+def test_producer_view_needs_no_secret_and_keeps_header_names() -> None:
     view = profile(oauth(headers={"X-Client-Id": "${NOT_SET}"}), env={}, with_secrets=False)
     assert view.auth.client_secret is None and view.auth.client_id is None
     assert "X-Client-Id" in view.credential_headers
@@ -73,12 +74,12 @@ def test_producer_view_needs_no_secret_and_keeps_header_names():
     ({"client_auth": "jwt"}, "client_auth"),
     ({"headers": {"Authorization": "x"}}, "token goes there"),
 ])
-def test_bad_oauth2_settings_are_refused_with_the_key(extra, message):
+def test_bad_oauth2_settings_are_refused_with_the_key(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ProfileError, match=message):
         profile(oauth(**extra))
 
 
-def test_client_secret_is_required_without_the_browser_flow():
+def test_client_secret_is_required_without_the_browser_flow() -> None:
     table = oauth()
     del table["client_secret"]
     with pytest.raises(ProfileError, match="client_secret"):
@@ -87,7 +88,7 @@ def test_client_secret_is_required_without_the_browser_flow():
     assert public.client_secret is None
 
 
-def test_bearer_and_none_are_unchanged():
+def test_bearer_and_none_are_unchanged() -> None:
     bearer = profile({"kind": "bearer", "token": "${TOKEN}"})
     assert isinstance(make_authoriser(bearer), StaticBearer)
     assert make_authoriser(bearer).credentials().headers == {"Authorization": "Bearer static-token"}
@@ -98,6 +99,15 @@ def test_bearer_and_none_are_unchanged():
         profile({"kind": "none", "token": "x"})
 
 
-def test_oauth2_authoriser_needs_redis():
+def test_bearer_and_oauth2_credentials_carry_the_token_and_static_headers_alike() -> None:
+    shape = {"header_key": "X-Api-Token", "header_prefix": "Token ", "headers": {"X-Client-Id": "${CID}"}}
+    headers = {"X-Api-Token": "Token static-token", "X-Client-Id": "client-abc"}
+    bearer = profile({"kind": "bearer", "token": "${TOKEN}", **shape}).auth
+    oauth2 = profile(oauth(**shape)).auth
+    assert StaticBearer(bearer).credentials() == Credentials(headers, "static")
+    assert Credentials.for_token(oauth2, Secret("static-token"), "7") == Credentials(headers, "7")
+
+
+def test_oauth2_authoriser_needs_redis() -> None:
     with pytest.raises(ValueError, match="Redis"):
         make_authoriser(profile(oauth()))

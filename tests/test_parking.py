@@ -31,7 +31,7 @@ def test_the_delay_comes_from_celerys_eta_header() -> None:
     assert delay_ms(broken, now) == 0  # goes to its queue, where Celery reports it
 
 
-def test_a_parked_message_moves_onto_its_queue_only_when_due(client: redis.Redis) -> None:
+def test_a_parked_message_moves_onto_its_queue_only_when_due(client: redis.Redis[bytes]) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     parking = Parking(client)
     parking.park(queue, json.dumps({"n": 1}), 60_000)
@@ -42,7 +42,32 @@ def test_a_parked_message_moves_onto_its_queue_only_when_due(client: redis.Redis
     assert parking.count(queue) == 1 and client.zcard(parked_key(queue)) == 1
 
 
-def test_many_movers_at_once_move_each_message_exactly_once(client: redis.Redis) -> None:
+def test_due_messages_go_to_the_front_of_their_queue_earliest_first(client: redis.Redis[bytes]) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    client.lpush(queue, json.dumps({"n": "fresh"}))  # kombu publishes with LPUSH, takes from the right
+    parking = Parking(client)
+    client.zadd(parked_key(queue), {f"{queue}\n" + json.dumps({"n": n}): due  # all due long ago
+                                    for n, due in ((2, 30), (0, 10), (1, 20))})
+    assert parking.move_due([queue]) == (3, None)
+    taken = [json.loads(client.rpop(queue) or b"null")["n"] for _ in range(4)]
+    assert taken == [0, 1, 2, "fresh"]
+
+
+def test_a_held_message_is_parked_again_and_acknowledged_in_one_step(client: redis.Redis[bytes]) -> None:
+    queue, tag = f"q-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    index, unacked = f"{queue}:unacked_index", f"{queue}:unacked"
+    client.zadd(index, {tag: 1.0})
+    client.hset(unacked, tag, "held")
+    parking = Parking(client)
+    due = parking.repark(queue, json.dumps({"n": 1}), 60_000, (index, unacked, tag))
+    assert due is not None and client.zscore(parked_key(queue), f"{queue}\n" + json.dumps({"n": 1})) == due
+    assert client.zcard(index) == 0 and client.hlen(unacked) == 0
+    # Held no longer (its lease ran out and it went back to its queue): nothing is parked.
+    assert parking.repark(queue, json.dumps({"n": 2}), 0, (index, unacked, tag)) is None
+    assert parking.count(queue) == 1
+
+
+def test_many_movers_at_once_move_each_message_exactly_once(client: redis.Redis[bytes]) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     parking = Parking(client)
     for n in range(1000):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import Stack, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.stack import Stack, make_stack
 from worker.jobs import TASK_NAME
 from worker.settings import Settings
 

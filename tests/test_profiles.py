@@ -65,6 +65,11 @@ def test_the_producer_does_not_need_the_secrets(tmp_path: Path) -> None:
         ('[apis.a]\nbase_url = "http://x"\nbackoff = { begin = 1 }', "unknown setting 'begin'"),
         ('[apis.a]\nbase_url = "http://x"\n[apis.a.auth]\nkind = "magic"', "'magic' is not one of"),
         ('[apis.a]\nbase_url = "ftp://x"', "apis.a.base_url"),
+        ('[apis.a]\nbase_url = "http://[::1"', "apis.a.base_url: 'http://[::1' is not an http(s) URL"),
+        ('[apis.a]\nbase_url = "https://u:p@x"', "apis.a.base_url: must not carry a user name"),
+        ('[apis.a]\nbase_url = "http://x"\nfollow_redirects = ["https://u@y/"]', "URL prefix"),
+        ('[apis.a]\nbase_url = "http://x"\n[apis.a.auth]\nkind = "bearer"\ntoken = "t"\n'
+         'header_key = "X Token"', "'X Token' is not a header name"),
         ('[apis.a]\nrate_limit = "10/s"', "base_url is required"),
         ('[apis.a]\nbase_url = "http://x"\nrate_limit = "fast"', "apis.a.rate_limit"),
         ('[apis.a]\nbase_url = "http://x"\ncache_expire = "soon"', "apis.a.cache_expire"),

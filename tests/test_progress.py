@@ -18,7 +18,7 @@ def test_attached_to_a_nearly_done_batch_the_speed_is_unknown_until_jobs_finish(
     assert speed.rate() == 0.0
     speed.observe(1002.5, 18_010)
     assert speed.rate() == pytest.approx(10 / 2.5)
-    assert speed.watched() == (10, pytest.approx(2.5))
+    assert speed.watched() == pytest.approx((10, 2.5))
 
 
 def test_speed_follows_the_recent_pace() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.stack import Stack, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import REQWORKER, WorkerProcess, eventually, run_cli
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
 

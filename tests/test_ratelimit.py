@@ -9,22 +9,15 @@ from dataclasses import replace
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
+from producer.demo.localredis import LocalRedis
 from worker.durations import parse_rate
+from worker.gcra import MICROS_PER_S, available_now, emission_interval_us, gcra_step, rate_text
 from worker.keys import Keys
 from worker.profiles import Profile
-from worker.ratelimit import (
-    MAX_PAUSE_S,
-    US,
-    RateLimiter,
-    available_now,
-    emission_interval_us,
-    gcra_step,
-    parse_ratelimit_headers,
-    rate_text,
-)
+from worker.rateheaders import parse_ratelimit_headers
+from worker.ratelimit import MAX_PAUSE_S, RateLimiter
 
-NOW_US = 1_700_000_000 * US
+NOW_US = 1_700_000_000 * MICROS_PER_S
 TENTH_US = 100_000
 
 
@@ -75,9 +68,9 @@ def test_wait_shrinks_as_time_passes() -> None:
 
 
 def test_idle_time_refills_no_more_than_burst() -> None:
-    assert run(5, burst=3, now_us=NOW_US + 3600 * US) == [0, 0, 0, TENTH_US, TENTH_US]
+    assert run(5, burst=3, now_us=NOW_US + 3600 * MICROS_PER_S) == [0, 0, 0, TENTH_US, TENTH_US]
     tat = gcra_step(None, NOW_US, TENTH_US, 3).tat_us
-    assert available_now(tat, NOW_US + 3600 * US, TENTH_US, 3) == 3
+    assert available_now(tat, NOW_US + 3600 * MICROS_PER_S, TENTH_US, 3) == 3
 
 
 def test_available_now_counts_what_the_tat_leaves() -> None:
@@ -133,7 +126,7 @@ def new_worker(
     redis_server: LocalRedis, keys: Keys
 ) -> Iterator[Callable[[], RateLimiter]]:
     """A factory of limiters, each with its own connection: a worker each."""
-    conns: list[redis.Redis] = []
+    conns: list[redis.Redis[bytes]] = []
 
     def make() -> RateLimiter:
         conns.append(redis.Redis.from_url(redis_server.url))
@@ -145,7 +138,7 @@ def new_worker(
 
 
 @pytest.fixture
-def t0(client: redis.Redis) -> float:
+def t0(client: redis.Redis[bytes]) -> float:
     seconds, _ = client.time()
     return float(seconds + 3600)
 
@@ -188,7 +181,7 @@ def test_refused_admit_consumes_nothing_and_budget_returns_with_time(
 
 
 def test_rate_state_expires_when_the_profile_is_idle(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     new_worker().admit(profile("1/h"))
     # the expiry is the stored time rounded up to the next millisecond
@@ -196,7 +189,7 @@ def test_rate_state_expires_when_the_profile_is_idle(
 
 
 def test_profile_without_rate_limit_never_touches_the_rate_key(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     assert [limiter.admit(profile(None)) for _ in range(20)] == [0.0] * 20
@@ -237,7 +230,7 @@ def test_a_reset_that_is_not_a_plain_number_counts_as_absent(header: str) -> Non
 
 @pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -5.0, 1e300])
 def test_a_pause_is_finite_and_always_expires(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys, seconds: float
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys, seconds: float
 ) -> None:
     new_worker().pause("example", seconds)
     ttl_ms = client.pttl(keys.pause("example"))
@@ -245,7 +238,7 @@ def test_a_pause_is_finite_and_always_expires(
 
 
 def test_pause_on_the_server_clock(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     assert limiter.pause_left("example") == 0
@@ -256,7 +249,7 @@ def test_pause_on_the_server_clock(
 
 
 def test_concurrency_caps_slots_and_release_frees_one(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     one, two = new_worker(), new_worker()
     p = profile(None, concurrency=2)
@@ -283,7 +276,7 @@ def test_a_lapsed_lease_frees_its_slot(new_worker: Callable[[], RateLimiter]) ->
 
 
 def test_uncapped_profile_always_gets_a_slot_and_stores_nothing(
-    new_worker: Callable[[], RateLimiter], client: redis.Redis, keys: Keys
+    new_worker: Callable[[], RateLimiter], client: redis.Redis[bytes], keys: Keys
 ) -> None:
     limiter = new_worker()
     tokens = {limiter.try_acquire_slot(profile(None), 60) for _ in range(5)}
@@ -334,7 +327,7 @@ def test_the_rate_margin_spaces_requests_a_little_wider(
 ) -> None:
     limiter = new_worker()
     p = profile("10/s", rate_margin=0.02)
-    waits = [limiter.admission(p, now_s=t0, reserve_s=1.0).wait_s for _ in range(3)]
+    waits = [limiter.decide(p, now_s=t0, reserve_s=1.0).wait_s for _ in range(3)]
     assert waits == pytest.approx([0.0, 0.1 / 0.98, 0.2 / 0.98], abs=1e-6)
 
 
@@ -343,7 +336,7 @@ def test_waiting_callers_reserve_successive_slots_up_to_the_horizon(
 ) -> None:
     one, two = new_worker(), new_worker()
     p = profile("10/s")
-    answers = [(one if i % 2 else two).admission(p, now_s=t0, reserve_s=0.35) for i in range(6)]
+    answers = [(one if i % 2 else two).decide(p, now_s=t0, reserve_s=0.35) for i in range(6)]
     reserved = [a for a in answers if a.reserved]
     assert [a.wait_s for a in reserved] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     # beyond the horizon nothing is taken: the next caller is told the same next slot

@@ -12,11 +12,10 @@ import pytest
 import redis
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import Hit, LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack
-from tests.support import WorkerProcess, eventually, run_cli
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env, eventually, run_cli
+from tests.support.stack import Stack
 from worker.keys import Keys
 from worker.profiles import load_profiles
 from worker.ratelimit import RateLimiter

@@ -9,8 +9,9 @@ from celery.backends.redis import SentinelBackend
 from redis.sentinel import SentinelConnectionPool
 
 from celeryconfig import celery_settings
-from tests.test_deploy import deploy_profiles
-from worker.redisconn import SentinelURL, connect, describe_redis_error
+from tests.support.deployfiles import deploy_profiles
+from worker.redisconn import connect, describe_redis_error
+from worker.redisurl import SentinelURL, is_redis_url, is_sentinel_url, is_tls_url
 from worker.resultstore import FinishedStaysFinishedSentinel, guarded
 from worker.settings import Settings, SettingsError, redact_url
 from worker.startup import StartupError, check_visibility
@@ -27,6 +28,20 @@ def test_a_sentinel_url_lists_sentinels_and_the_primarys_password_and_database()
     parsed = SentinelURL.parse(SENTINELS)
     assert parsed.sentinels == (("s1", 26380), ("s2", 26379), ("s3", 26381))
     assert (parsed.password, parsed.db) == ("pw", 2)
+
+
+@pytest.mark.parametrize(("url", "kinds"), [
+    ("redis://r:6379/0", {"redis"}),
+    ("rediss://r:6380/0?ssl_cert_reqs=required", {"redis", "tls"}),
+    ("unix:///run/redis.sock?db=1", {"redis"}),
+    (SENTINELS, {"redis", "sentinel"}),
+    ("amqp://guest@rabbit//", set()),
+    ("redis", set()),
+    ("http://redis://r", set()),
+])
+def test_each_kind_of_redis_url_is_told_by_its_scheme(url: str, kinds: set[str]) -> None:
+    told = {"redis": is_redis_url(url), "tls": is_tls_url(url), "sentinel": is_sentinel_url(url)}
+    assert {kind for kind, yes in told.items() if yes} == kinds
 
 
 @pytest.mark.parametrize("url", ["sentinel://s1/x", "sentinel://s1;redis://r", "sentinel://"])
@@ -82,7 +97,7 @@ def test_the_visibility_check_applies_to_a_sentinel_broker() -> None:
     (redis.AuthenticationError("invalid username-password pair"), "authentication failed"),
     (redis.ResponseError("NOAUTH Authentication required."), "authentication failed"),
     # as redis-py raises them: the error code is the class, not part of the message
-    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),  # type: ignore[attr-defined]
      "out of memory"),
     (redis.TimeoutError("Timeout reading from socket"), "timed out"),
     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."),

@@ -6,7 +6,7 @@ import uuid
 
 from celery import Celery, states
 
-from producer.localredis import LocalRedis
+from producer.demo.localredis import LocalRedis
 from worker.resultstore import FinishedStaysFinished, guarded
 
 

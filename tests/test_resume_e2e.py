@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI
 from producer.enqueue import enqueue
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI
 from producer.publish import RedisBulkPublisher
-from tests.stack import Stack, make_stack
 from tests.support import REQWORKER, eventually, run_cli
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,9 @@ import pytest
 import redis
 
 from producer.client import Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.support import WorkerProcess, eventually, run_cli
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env, eventually, run_cli
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

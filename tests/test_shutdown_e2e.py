@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import Stack, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import eventually
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import Stack, make_stack
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import run_cli
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from producer.client import Client
+from producer.demo.localredis import LocalRedis
 from producer.flower import AUTH_ENV
-from producer.localredis import LocalRedis
-from tests.conftest import base_env
-from tests.flower_support import PASSWORD, USER, FlowerProcess
-from tests.oauth_support import ENV, FleetProvider, Realm
-from tests.support import WorkerProcess, eventually
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.flower import PASSWORD, USER, FlowerProcess
+from tests.support.oauth import ENV, FleetProvider, Realm
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

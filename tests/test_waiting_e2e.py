@@ -17,11 +17,10 @@ import pytest
 import redis
 
 from producer.client import Batch, Client
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.conftest import base_env
-from tests.stack import Stack
-from tests.support import WorkerProcess, eventually
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
+from tests.support import WorkerProcess, base_env, eventually
+from tests.support.stack import Stack
 from worker.keys import Keys
 from worker.parking import parked_key
 from worker.profiles import load_profiles

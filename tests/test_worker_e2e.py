@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer.localredis import LocalRedis
-from producer.loopback_api import LoopbackAPI, Reply
-from tests.stack import TOKEN, Stack, countdowns, make_stack
+from producer.demo.localredis import LocalRedis
+from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess
+from tests.support.stack import TOKEN, Stack, countdowns, make_stack
 
 pytestmark = pytest.mark.integration
 

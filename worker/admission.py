@@ -1,4 +1,5 @@
-"""Holding a job until its profile's shared rate budget, pause and concurrency cap let it go.
+"""The gate before each attempt: a job passes, waits until its profile's shared rate budget,
+pause and concurrency cap let it go, or is refused (paused for longer than it may wait).
 
 A job that waits here has not failed: waiting spends no attempt. A job reserves its
 own slot of the shared budget, up to ``RESERVE_HORIZON_S`` ahead. A slot due within
@@ -47,7 +48,7 @@ class Pass:
 
 @dataclass(frozen=True)
 class Wait:
-    """The job must wait ``seconds``; ``fail`` when the wait is longer than the job may wait.
+    """The job must wait ``seconds`` (spending no attempt), then ask again.
 
     ``slot_at``: the time (this host's clock, epoch seconds) of the slot of the rate
     budget reserved for the job; it comes back a little before it (``EARLY_S``).
@@ -55,15 +56,16 @@ class Wait:
 
     seconds: float
     reason: str
-    fail: bool = False
     slot_at: float | None = None
     #: What it waits for: "rate" (the budget), "concurrency" (a slot) or "pause".
     kind: str = "rate"
 
 
-def lease_s(profile: Profile) -> float:
-    """How long a concurrency slot is held at most: one attempt (connect and read), with room."""
-    return 2 * profile.timeout_s + 5
+@dataclass(frozen=True)
+class Refused:
+    """The job may not wait: its profile is paused for longer than it may wait, so it fails."""
+
+    reason: str
 
 
 class Gate:
@@ -86,7 +88,8 @@ class Gate:
         """True when requests of this profile spend a budget (so cache hits should not)."""
         return profile.rate_limit is not None or profile.concurrency is not None
 
-    def enter(self, profile: Profile, *, slot_at: float | None = None, waits: int = 0) -> Pass | Wait:
+    def enter(self, profile: Profile, *, slot_at: float | None = None,
+              waits: int = 0) -> Pass | Wait | Refused:
         """May a job of ``profile`` send its request now?
 
         ``slot_at``: the slot of the budget reserved for the job on an earlier run
@@ -94,7 +97,7 @@ class Gate:
         """
         slot = None
         if profile.concurrency is not None:
-            slot = self.limiter.try_acquire_slot(profile, lease_s(profile))
+            slot = self.limiter.try_acquire_slot(profile, profile.request_lease_s)
             if slot is None:
                 wait_s = min(SLOT_WAIT_S * 2 ** min(waits, 8), SLOT_WAIT_MAX_S)
                 return Wait(wait_s * (1 + self._jitter()),
@@ -111,7 +114,7 @@ class Gate:
         elif profile.rate_limit is None:
             wait_s, paused, took, asked = 0.0, False, True, False
         else:
-            wait_s, paused, took = self.limiter.admission(profile, reserve_s=RESERVE_HORIZON_S)
+            wait_s, paused, took = self.limiter.decide(profile, reserve_s=RESERVE_HORIZON_S)
             asked = True
             if took and wait_s > SHORT_WAIT_S:
                 self.leave(profile, Pass(slot))
@@ -130,9 +133,8 @@ class Gate:
                 return Pass(slot)
         self.leave(profile, Pass(slot))
         if paused and wait_s > profile.backoff.retry_after_max_s:
-            return Wait(wait_s, f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
-                        f"than its limit of {profile.backoff.retry_after_max_s:g} s", fail=True,
-                        kind="pause")
+            return Refused(f"profile {profile.name!r} is paused for {wait_s:.1f} s, longer "
+                           f"than its limit of {profile.backoff.retry_after_max_s:g} s")
         if not paused and wait_s > RESERVE_HORIZON_S:
             # Ask again once the slot is within reach, to reserve it then.
             wait_s -= RESERVE_HORIZON_S / 2

@@ -17,7 +17,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from worker.settings import Settings
+from worker.settings import process_settings
 
 #: Seconds between touches of the file.
 EVERY_S = 5.0
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE_S,
                         help="seconds since the worker's last heartbeat (default %(default)s)")
     args = parser.parse_args(argv)
-    path = Path(Settings.from_env().alive_file)
+    path = Path(process_settings().alive_file)
     if is_fresh(path, args.max_age):
         return 0
     print(f"no heartbeat in {path} for {args.max_age:g} s", file=sys.stderr)

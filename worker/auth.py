@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from worker.profiles import AuthConfig, Profile
-
-if TYPE_CHECKING:
-    import redis
-
-    from worker.keys import Keys
+from worker.profiles import AuthConfig
+from worker.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -19,6 +15,13 @@ class Credentials:
 
     headers: dict[str, str] = field(default_factory=dict)
     version: str | None = None
+
+    @classmethod
+    def for_token(cls, config: AuthConfig, token: Secret, version: str) -> Credentials:
+        """The profile's static headers, and ``token`` in its header after its prefix."""
+        headers = {name: value.reveal() for name, value in config.headers if value is not None}
+        headers[config.header_key] = config.header_prefix + token.reveal()
+        return cls(headers=headers, version=version)
 
 
 class Authoriser(Protocol):
@@ -47,36 +50,10 @@ class StaticBearer:
     def __init__(self, config: AuthConfig) -> None:
         if config.token is None:
             raise ValueError("a bearer profile needs its token")
-        headers = {name: value.reveal() for name, value in config.headers if value is not None}
-        headers[config.header_key] = config.header_prefix + config.token.reveal()
-        self._credentials = Credentials(headers=headers, version="static")
+        self._credentials = Credentials.for_token(config, config.token, "static")
 
     def credentials(self) -> Credentials:
         return self._credentials
 
     def renew(self, rejected: Credentials) -> bool:
         return False
-
-
-def renewal_lease_s(profile: Profile) -> float:
-    """Seconds one process may hold a profile's token renewal: one token request, with room."""
-    return 2 * profile.timeout_s + 5.0
-
-
-def make_authoriser(
-    profile: Profile, client: redis.Redis | None = None, keys: Keys | None = None
-) -> Authoriser:
-    """The authoriser of a profile; ``oauth2`` needs the Redis that holds the shared token."""
-    if profile.auth.kind == "bearer":
-        return StaticBearer(profile.auth)
-    if profile.auth.kind == "oauth2":
-        from worker.keys import Keys
-        from worker.oauth import OAuth2Authoriser
-        from worker.tokens import TokenStore
-
-        if client is None:
-            raise ValueError(f"profile {profile.name!r}: an oauth2 authoriser needs a Redis client")
-        store = TokenStore(client, keys or Keys(), profile.name, lease_s=renewal_lease_s(profile),
-                           wait_s=profile.timeout_s + 5.0)
-        return OAuth2Authoriser(profile, store)
-    return NoAuth()

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.secret import Secret, flaw
-
-if TYPE_CHECKING:
-    from worker.profiles import _Reader
+from worker.tables import TableReader
+from worker.urls import HEADER_NAME, has_user_info, is_http_url, is_loopback, is_under_base
 
 AUTH_KINDS = ("none", "bearer", "oauth2")
 CLIENT_AUTH = ("basic", "post")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _LOCALHOST = ("localhost", "127.0.0.1", "::1")
 _COMMON = {"kind", "header_key", "header_prefix", "headers"}
 _BEARER = _COMMON | {"token"}
@@ -69,7 +65,7 @@ class AuthConfig:
         return (self.header_key, *(name for name, _ in self.headers))
 
 
-def read_auth(reader: _Reader, table: Any, where: str, base_url: str) -> AuthConfig:
+def read_auth(reader: TableReader, table: Any, where: str, base_url: str) -> AuthConfig:
     """Check an auth table and build its config; raises ``ProfileError`` naming the key."""
     if not isinstance(table, Mapping):
         raise reader.fail(where, "must be a table")
@@ -91,7 +87,7 @@ def read_auth(reader: _Reader, table: Any, where: str, base_url: str) -> AuthCon
     }
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in common["header_prefix"]):
         raise reader.fail(f"{where}.header_prefix", "must not contain control characters")
-    if not _HEADER_NAME.match(common["header_key"]):
+    if not HEADER_NAME.match(common["header_key"]):
         raise reader.fail(f"{where}.header_key", f"{common['header_key']!r} is not a header name")
     if any(name.lower() == common["header_key"].lower() for name, _ in common["headers"]):
         raise reader.fail(f"{where}.headers", f"must not set {common['header_key']}: the token goes there")
@@ -102,7 +98,7 @@ def read_auth(reader: _Reader, table: Any, where: str, base_url: str) -> AuthCon
     return AuthConfig(**common, **_oauth2(reader, table, where, base_url))
 
 
-def _oauth2(reader: _Reader, table: Mapping[str, Any], where: str, base_url: str) -> dict[str, Any]:
+def _oauth2(reader: TableReader, table: Mapping[str, Any], where: str, base_url: str) -> dict[str, Any]:
     for key in ("token_url", "client_id"):
         if key not in table:
             raise reader.fail(where, f"kind = \"oauth2\" needs {key}")
@@ -133,7 +129,7 @@ def _oauth2(reader: _Reader, table: Mapping[str, Any], where: str, base_url: str
     }
 
 
-def _text(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> str | None:
+def _text(reader: TableReader, table: Mapping[str, Any], key: str, where: str) -> str | None:
     """The value with ``${VAR}`` expanded; without secrets, only a value that needs none."""
     if key not in table:
         return None
@@ -148,7 +144,7 @@ def _text(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> st
     return text
 
 
-def _client_id(reader: _Reader, table: Mapping[str, Any], where: str) -> str | None:
+def _client_id(reader: TableReader, table: Mapping[str, Any], where: str) -> str | None:
     client_id = _text(reader, table, "client_id", where)
     problem = flaw(client_id) if client_id is not None else None
     if problem:
@@ -156,7 +152,7 @@ def _client_id(reader: _Reader, table: Mapping[str, Any], where: str) -> str | N
     return client_id
 
 
-def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
+def _secret(reader: TableReader, table: Mapping[str, Any], key: str, where: str, *,
             required: bool) -> Secret | None:
     if key not in table:
         return None
@@ -170,7 +166,7 @@ def _secret(reader: _Reader, table: Mapping[str, Any], key: str, where: str, *,
     return value
 
 
-def _checked(reader: _Reader, raw: str, where: str) -> str:
+def _checked(reader: TableReader, raw: str, where: str) -> str:
     """A credential with ``${VAR}`` expanded, refused (never shown) when it has whitespace."""
     value = reader.expand(raw, where)
     problem = flaw(value)
@@ -180,32 +176,21 @@ def _checked(reader: _Reader, raw: str, where: str) -> str:
     return value
 
 
-def _url(reader: _Reader, table: Mapping[str, Any], key: str, where: str) -> str | None:
+def _url(reader: TableReader, table: Mapping[str, Any], key: str, where: str) -> str | None:
     url = _text(reader, table, key, where)
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not is_http_url(url):
             raise reader.fail(f"{where}.{key}", f"{url!r} is not an http(s) URL with a host")
-        if parts.username is not None or parts.password is not None:
+        if has_user_info(url):
             raise reader.fail(f"{where}.{key}", "must not carry a user name or password")
-        if parts.scheme != "https" and not is_loopback(parts.hostname):
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
             raise reader.fail(f"{where}.{key}", f"{url!r} must be https: client secrets and "
                               "tokens travel through it (plain http only on loopback)")
     return url
 
 
-def is_loopback(address: str) -> bool:
-    """Whether a host or listening address stays on this machine ('' means every address)."""
-    host = address.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _redirect(reader: _Reader, table: Mapping[str, Any], where: str, code_grant: bool) -> str | None:
+def _redirect(reader: TableReader, table: Mapping[str, Any], where: str, code_grant: bool) -> str | None:
     if "redirect_uri" in table and "redirect_port" in table:
         raise reader.fail(where, "give redirect_uri or redirect_port, not both")
     given = "redirect_uri" if "redirect_uri" in table else "redirect_port"
@@ -233,9 +218,7 @@ def _redirect(reader: _Reader, table: Mapping[str, Any], where: str, code_grant:
     return uri
 
 
-def _test_url(reader: _Reader, table: Mapping[str, Any], where: str, base_url: str) -> str | None:
-    from worker.jobs import is_under_base  # worker.jobs imports the profiles module
-
+def _test_url(reader: TableReader, table: Mapping[str, Any], where: str, base_url: str) -> str | None:
     value = _text(reader, table, "test_url", where)
     if value is None:
         return None
@@ -245,7 +228,7 @@ def _test_url(reader: _Reader, table: Mapping[str, Any], where: str, base_url: s
     return url
 
 
-def _statuses(reader: _Reader, value: Any, where: str) -> tuple[int, ...]:
+def _statuses(reader: TableReader, value: Any, where: str) -> tuple[int, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 100 <= v <= 599
                          for v in values):
@@ -253,12 +236,12 @@ def _statuses(reader: _Reader, value: Any, where: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _headers(reader: _Reader, table: Any, where: str) -> tuple[tuple[str, Secret | None], ...]:
+def _headers(reader: TableReader, table: Any, where: str) -> tuple[tuple[str, Secret | None], ...]:
     if not isinstance(table, Mapping):
         raise reader.fail(where, "must be a table like { \"X-Client-Id\" = \"${CLIENT_ID}\" }")
     out: list[tuple[str, Secret | None]] = []
     for name, value in table.items():
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             raise reader.fail(where, f"{name!r} is not a header name")
         if not isinstance(value, str):
             raise reader.fail(f"{where}.{name}", f"must be a string, not {type(value).__name__}")

@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.profiles import Backoff
-
 #: The HTTP forms of a wait: delay-seconds is digits only (RFC 9110 10.2.3).
 _DELAY_SECONDS = re.compile(r"^[0-9]+$")
 #: An HTTP date names its weekday and month in English words (IMF-fixdate and the obsolete forms).
@@ -20,6 +18,30 @@ FOREVER_S = 10.0**9
 #: The longest countdown of a job waiting for the shared budget (not a backoff): it asks
 #: again after this at the latest.
 LONGEST_WAIT_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The seed's backoff: retry n waits ``start_s * factor ** n``, ``count`` retries at most."""
+
+    start_s: float = 0.5
+    factor: float = 1.5
+    count: int = 10
+
+    @property
+    def final_s(self) -> float:
+        """No backoff countdown reaches this (the seed's ``backoff_final``)."""
+        return self.start_s * self.factor**self.count
+
+    @property
+    def retry_after_max_s(self) -> float:
+        """The longest Retry-After a job will wait (the seed's ``timeout``)."""
+        return sum(self.start_s * self.factor**i for i in range(self.count + 1))
+
+    @property
+    def longest_countdown_s(self) -> float:
+        """The longest countdown a job of this profile can ask for."""
+        return max(self.final_s, self.retry_after_max_s)
 
 
 @dataclass(frozen=True)

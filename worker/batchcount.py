@@ -16,41 +16,20 @@ from typing import Any
 import redis
 
 from worker.keys import Keys
+from worker.lua import script
 
 #: The states a job of a batch can be counted in, as fields of the batch's hash.
 WAITING, RETRYING, SUCCEEDED, FAILED = "waiting", "retrying", "succeeded", "failed"
-
-# KEYS: batch hash, done set, retrying set, waiting set. ARGV: job id, state, ttl s.
-# Moves the job into ``state`` out of any other; a finished job never moves again.
-# Nothing is written for a batch whose record has expired; every key touched gets the
-# batch's expiry again.
-_MOVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local id, state = ARGV[1], ARGV[2]
-if redis.call('SISMEMBER', KEYS[2], id) == 1 then return 0 end
-local interim = {retrying = KEYS[3], waiting = KEYS[4]}
-for name, key in pairs(interim) do
-  if name ~= state and redis.call('SREM', key, id) == 1 then
-    redis.call('HINCRBY', KEYS[1], name, -1)
-  end
-end
-local target = interim[state] or KEYS[2]
-if redis.call('SADD', target, id) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], state, 1)
-redis.call('EXPIRE', target, ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
 
 
 class BatchCounters:
     """Updates a batch's counts (waiting, retrying, succeeded, failed) and adds jobs found by workers."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], keys: Keys, ttl_s: int) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
-        self._move = client.register_script(_MOVE)
+        self._move = script(client, "batchcount_move.lua")
 
     def _keys(self, batch_id: str) -> list[str]:
         return [self.keys.batch(batch_id), self.keys.batch_done(batch_id),

@@ -11,9 +11,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from requests.cookies import RequestsCookieJar
-from requests_cache import CachedResponse, CachedSession
+from requests_cache import CachedSession
 from requests_cache.backends.redis import RedisCache
 from requests_cache.cache_keys import redact_response
+from requests_cache.models.response import CachedResponse
 from requests_cache.policy.expiration import utcnow
 from requests_cache.serializers.pipeline import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
@@ -83,7 +84,7 @@ class RedactingRedisCache(RedisCache):
             return
 
 
-def cache_backend(profile: Profile, connection: redis.Redis, keys: Keys) -> RedactingRedisCache:
+def cache_backend(profile: Profile, connection: redis.Redis[bytes], keys: Keys) -> RedactingRedisCache:
     return RedactingRedisCache(
         namespace=keys.cache_namespace(profile.name),
         connection=connection,

@@ -14,12 +14,10 @@ import signal
 
 log = logging.getLogger("reqworker.crashpoint")
 
-_CRASH_AT = os.environ.get("REQWORKER_TEST_CRASH_AT", "")
-
 
 def crash_point(name: str, job_id: str) -> None:
     """Kill this process outright if the tests asked for a crash at ``name``."""
-    if _CRASH_AT and name == _CRASH_AT:
+    if os.environ.get("REQWORKER_TEST_CRASH_AT") == name:
         log.warning("crash point %s reached by job %s: killing this worker", name, job_id)
         for handler in logging.getLogger().handlers:
             handler.flush()

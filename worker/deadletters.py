@@ -77,7 +77,7 @@ def poison_reason(raw: bytes | str, *, job: bool = True) -> tuple[dict[str, Any]
 class DeadLetters:
     """Stores and reads refused messages in the broker's Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
 
     def store(self, queue: str, raw: bytes | str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""Runs one attempt of a job and decides what comes next: done, retry with a countdown, or fail."""
+"""Runs one attempt of a job and decides what comes next: done, run again after a countdown, or fail."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from worker import metrics
-from worker.admission import Gate, Wait
+from worker.admission import Gate, Refused, Wait
 from worker.auth import Authoriser, Credentials
 from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown, parse_retry_after
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.inflight import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE, InFlight, guarded
-from worker.jobs import UNSAFE_METHODS, Job, JobError, is_under_base, parse_job
-from worker.outcome import Verdict, api_message, classify_exception, classify_status
+from worker.jobs import UNSAFE_METHODS, Job, JobError, parse_job
 from worker.paginate import next_page
 from worker.profiles import Profile
 from worker.redact import shown_url, url_secrets
 from worker.redirects import refused_redirect
+from worker.resultrecord import Error, result_record
 from worker.secret import scrub
+from worker.urls import is_under_base
+from worker.verdicts import Verdict, api_message, classify_exception, classify_status
 
 log = logging.getLogger("reqworker.executor")
 
@@ -30,8 +32,11 @@ MAX_REAUTHS = 1
 
 
 @dataclass(frozen=True)
-class Progress:
-    """What a job has spent so far, carried from one run of its task to the next."""
+class Spent:
+    """What a job has spent so far, carried from one run of its task to the next.
+
+    On the wire it is the task's ``progress`` keyword argument (``to_message``).
+    """
 
     #: HTTP attempts made (every one, including those after a token renewal).
     attempts: int = 0
@@ -45,7 +50,7 @@ class Progress:
     slot_at_ms: int = 0
 
     @classmethod
-    def from_message(cls, raw: Mapping[str, Any] | None) -> Progress:
+    def from_message(cls, raw: Mapping[str, Any] | None) -> Spent:
         if not raw:
             return cls()
         names = ("attempts", "retries", "reauths", "waits", "slot_at_ms")
@@ -71,11 +76,13 @@ class Done:
 
 
 @dataclass(frozen=True)
-class Retry:
+class RunAgain:
+    """Run the job again after ``countdown_s``: a backoff retry, a wait, or a token renewal."""
+
     countdown_s: float
-    progress: Progress
+    spent: Spent
     reason: str
-    #: True when this retry spends one of ``backoff.count``; a wait or a renewal does not.
+    #: True for a backoff retry, which spends one of ``backoff.count``; a wait or a renewal does not.
     backoff: bool = True
 
 
@@ -84,7 +91,7 @@ class Failed:
     record: dict[str, Any]
 
 
-Outcome = Done | Retry | Failed
+Outcome = Done | RunAgain | Failed
 
 
 class Executor:
@@ -106,9 +113,9 @@ class Executor:
         #: The credential headers of this thread's current run, to scrub from its errors.
         self._sent = threading.local()
 
-    def run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+    def run(self, message: Mapping[str, Any], spent: Spent, ctx: JobContext) -> Outcome:
         self._sent.headers = {}
-        outcome = self._run(message, progress, ctx)
+        outcome = self._run(message, spent, ctx)
         if not isinstance(message, Mapping):  # not even a job: failed, with nothing to scrub
             return outcome
         profile = self.profiles.get(str(message.get("api")))
@@ -122,24 +129,24 @@ class Executor:
         countdown_s = bounded_countdown(outcome.countdown_s, longest)
         return replace(outcome, countdown_s=countdown_s, reason=scrub(outcome.reason, secrets))
 
-    def unschedulable(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext,
+    def unschedulable(self, message: Mapping[str, Any], spent: Spent, ctx: JobContext,
                       why: str) -> dict[str, Any]:
         """The failed record of a job whose retry could not be put back on the queue."""
-        return _record(ctx, message, progress, error=("RetryError", None, why))
+        return _record(ctx, message, spent, error=("RetryError", None, why))
 
-    def _run(self, message: Mapping[str, Any], progress: Progress, ctx: JobContext) -> Outcome:
+    def _run(self, message: Mapping[str, Any], spent: Spent, ctx: JobContext) -> Outcome:
         try:
             job = parse_job(message, self.profiles)
         except JobError as exc:
-            return Failed(_record(ctx, message, progress, error=("JobError", None, str(exc))))
+            return Failed(_record(ctx, message, spent, error=("JobError", None, str(exc))))
         profile = self.profiles[job.api]
         authoriser = self.authorisers[job.api]
         try:
             creds = authoriser.credentials()
         except AuthError as exc:
             if exc.retryable:
-                return self._retry(job, profile, progress, ctx, None, f"credentials: {exc}")
-            return Failed(_record(ctx, job, progress, error=("AuthError", None, str(exc))))
+                return self._retry(job, profile, spent, ctx, None, f"credentials: {exc}")
+            return Failed(_record(ctx, job, spent, error=("AuthError", None, str(exc))))
         self._sent.headers = creds.headers
         session = self.sessions.for_job(job)
         if job.uses_cache and not job.refresh and self.gate.budgets(profile):
@@ -147,32 +154,32 @@ class Executor:
             cached = send(session, job, profile, creds.headers, only_if_cached=True)
             if cached.from_cache and cached.response is not None:
                 metrics.attempted(job, cached)
-                progress = replace(progress, attempts=progress.attempts + 1)
-                return _done(ctx, job, profile, progress, cached)
-        slot_at = progress.slot_at_ms / 1000 if progress.slot_at_ms else None
-        ticket = self.gate.enter(profile, slot_at=slot_at, waits=progress.waits)
+                spent = replace(spent, attempts=spent.attempts + 1)
+                return _done(ctx, job, profile, spent, cached)
+        slot_at = spent.slot_at_ms / 1000 if spent.slot_at_ms else None
+        ticket = self.gate.enter(profile, slot_at=slot_at, waits=spent.waits)
+        if isinstance(ticket, Refused):
+            return Failed(_record(ctx, job, spent, error=("RateLimitError", None, ticket.reason)))
         if isinstance(ticket, Wait):
             metrics.waited(profile.name, ticket.kind)
-            if ticket.fail:
-                return Failed(_record(ctx, job, progress, error=("RateLimitError", None, ticket.reason)))
             slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
-            waited = replace(progress, waits=progress.waits + 1, slot_at_ms=slot_at_ms)
-            return Retry(ticket.seconds, waited, ticket.reason, backoff=False)
+            waited = replace(spent, waits=spent.waits + 1, slot_at_ms=slot_at_ms)
+            return RunAgain(ticket.seconds, waited, ticket.reason, backoff=False)
         marks = self.inflight if guarded(job) else None
         try:
             if marks is not None and not marks.begin(ctx.job_id):
                 error = (OUTCOME_UNKNOWN, None, OUTCOME_UNKNOWN_MESSAGE)
-                return Failed(_record(ctx, job, progress, error=error))
+                return Failed(_record(ctx, job, spent, error=error))
             attempt = send(session, job, profile, creds.headers)
         finally:
             self.gate.leave(profile, ticket)
         metrics.attempted(job, attempt)
-        progress = replace(progress, attempts=progress.attempts + 1, slot_at_ms=0)
+        spent = replace(spent, attempts=spent.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
-            outcome = self._after_exception(job, profile, progress, ctx, attempt)
+            outcome = self._after_exception(job, profile, spent, ctx, attempt)
         else:
-            outcome = self._after_response(job, profile, authoriser, creds, progress, ctx, attempt)
-        if marks is not None and isinstance(outcome, Retry):
+            outcome = self._after_response(job, profile, authoriser, creds, spent, ctx, attempt)
+        if marks is not None and isinstance(outcome, RunAgain):
             marks.end(ctx.job_id)  # the API did not act: the retry may send it again
         return outcome
 
@@ -182,7 +189,7 @@ class Executor:
         profile: Profile,
         authoriser: Authoriser,
         creds: Credentials,
-        progress: Progress,
+        spent: Spent,
         ctx: JobContext,
         attempt: Attempt,
     ) -> Outcome:
@@ -194,66 +201,66 @@ class Executor:
             self.gate.after(profile, response.headers,
                             retry_after_s if verdict is Verdict.RETRY else None)
         if verdict is Verdict.SUCCESS:
-            return _done(ctx, job, profile, progress, attempt)
+            return _done(ctx, job, profile, spent, attempt)
         described = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
         if verdict is Verdict.REAUTH and not is_under_base(response.url or job.url, profile.base_url):
             # A foreign host (reached by a redirect) cannot judge the profile's token.
             error = ("APIError", 401, f"{described} from {shown_url(response.url)}, outside base_url: "
                                       "the credentials were not renewed")
-            return Failed(_record(ctx, job, progress, attempt, error=error))
+            return Failed(_record(ctx, job, spent, attempt, error=error))
         if verdict is Verdict.REAUTH:
-            if progress.reauths < MAX_REAUTHS and authoriser.renew(creds):
-                again = replace(progress, reauths=progress.reauths + 1)
-                return Retry(0.0, again, f"{described}: credentials renewed, trying again",
+            if spent.reauths < MAX_REAUTHS and authoriser.renew(creds):
+                again = replace(spent, reauths=spent.reauths + 1)
+                return RunAgain(0.0, again, f"{described}: credentials renewed, trying again",
                              backoff=False)
-            error = _unauthorised(job, response, renewed=progress.reauths > 0)
-            return Failed(_record(ctx, job, progress, attempt, error=error))
+            error = _unauthorised(job, response, renewed=spent.reauths > 0)
+            return Failed(_record(ctx, job, spent, attempt, error=error))
         if verdict is Verdict.RETRY:
-            return self._retry(job, profile, progress, ctx, attempt, described, retry_after_s)
+            return self._retry(job, profile, spent, ctx, attempt, described, retry_after_s)
         explanation = api_message(response_body(response), response.reason or "")
-        return Failed(_record(ctx, job, progress, attempt,
+        return Failed(_record(ctx, job, spent, attempt,
                               error=("APIError", response.status_code, explanation)))
 
     def _after_exception(
-        self, job: Job, profile: Profile, progress: Progress, ctx: JobContext, attempt: Attempt
+        self, job: Job, profile: Profile, spent: Spent, ctx: JobContext, attempt: Attempt
     ) -> Outcome:
         exc = attempt.error
         assert exc is not None
         described = f"{type(exc).__name__}: {exc}"
         if classify_exception(exc, job.method, job.retry_unsafe) is Verdict.RETRY:
-            return self._retry(job, profile, progress, ctx, attempt, described)
+            return self._retry(job, profile, spent, ctx, attempt, described)
         if job.method in UNSAFE_METHODS and classify_exception(exc, "GET") is Verdict.RETRY:
             described += " (not retried: the request may have reached the API; see retry_unsafe)"
         error = (type(exc).__name__, None, described)
-        return Failed(_record(ctx, job, progress, attempt, error=error))
+        return Failed(_record(ctx, job, spent, attempt, error=error))
 
     def _retry(
         self,
         job: Job,
         profile: Profile,
-        progress: Progress,
+        spent: Spent,
         ctx: JobContext,
         attempt: Attempt | None,
         described: str,
         retry_after_s: float | None = None,
     ) -> Outcome:
-        wait = countdown(profile.backoff, progress.retries, retry_after_s)
+        wait = countdown(profile.backoff, spent.retries, retry_after_s)
         if isinstance(wait, GiveUp):
             response = attempt.response if attempt is not None else None
             status = response.status_code if response is not None else None
             kind = "APIError" if status else _error_type(attempt)
             error = (kind, status, f"{wait.reason}; last: {described}")
-            return Failed(_record(ctx, job, progress, attempt, error=error))
-        n = progress.retries + 1
+            return Failed(_record(ctx, job, spent, attempt, error=error))
+        n = spent.retries + 1
         reason = f"{described}; retry {n} of {profile.backoff.count} in {wait:g} s"
-        return Retry(wait, replace(progress, retries=n, slot_at_ms=0), reason)
+        return RunAgain(wait, replace(spent, retries=n, slot_at_ms=0), reason)
 
 
-def _done(ctx: JobContext, job: Job, profile: Profile, progress: Progress, attempt: Attempt) -> Done:
+def _done(ctx: JobContext, job: Job, profile: Profile, spent: Spent, attempt: Attempt) -> Done:
     """A successful run: its record (saying why a redirect was not followed) and the next page."""
     response = attempt.response
     assert response is not None
-    record = _record(ctx, job, progress, attempt)
+    record = _record(ctx, job, spent, attempt)
     refused = refused_redirect(response, job.method, profile)
     if refused:
         record["redirect_refused"] = refused
@@ -298,32 +305,27 @@ def _unauthorised(job: Job, response: Any, *, renewed: bool) -> tuple[str, int, 
 def _record(
     ctx: JobContext,
     job: Job | Mapping[str, Any],
-    progress: Progress,
+    spent: Spent,
     attempt: Attempt | None = None,
     *,
-    error: tuple[str, int | None, str] | None = None,
+    error: Error | None = None,
 ) -> dict[str, Any]:
-    """The JSON result record of a finished job, as PRODUCT.md describes it."""
+    """The result record of a job this run finished (``worker.resultrecord``)."""
     # A job that is not even an object (a string) is described by what it is.
     view = job.to_message() if isinstance(job, Job) else dict(job) if isinstance(job, Mapping) else {}
     response = attempt.response if attempt else None
-    record: dict[str, Any] = {
-        "key": view.get("key"),
-        "job_id": ctx.job_id,
-        "batch_id": ctx.batch_id,
-        "api": view.get("api"),
-        "method": view.get("method", "GET"),
-        "url": shown_url(str(view.get("url") or view.get("path") or "")),
-        "ok": error is None,
-        "status_code": response.status_code if response is not None else None,
-        "body": response_body(response) if response is not None else None,
-        "from_cache": attempt.from_cache if attempt else False,
-        "attempts": progress.attempts,
-        "elapsed_ms": attempt.elapsed_ms if attempt else 0,
-    }
-    if view.get("paginate"):
-        record["page"] = view.get("page", 1)
-    if error is not None:
-        kind, status, message = error
-        record["error"] = {"type": kind, "status_code": status, "message": message}
-    return record
+    return result_record(
+        key=view.get("key"),
+        job_id=ctx.job_id,
+        batch_id=ctx.batch_id,
+        api=view.get("api"),
+        method=view.get("method", "GET"),
+        url=shown_url(str(view.get("url") or view.get("path") or "")),
+        status_code=response.status_code if response is not None else None,
+        body=response_body(response) if response is not None else None,
+        from_cache=attempt.from_cache if attempt else False,
+        attempts=spent.attempts,
+        elapsed_ms=attempt.elapsed_ms if attempt else 0,
+        page=view.get("page", 1) if view.get("paginate") else None,
+        error=error,
+    )

@@ -17,10 +17,11 @@ from requests_cache import CachedSession
 
 from worker.bounds import BoundedAdapter, attempt_deadline
 from worker.cache import cache_backend, session_kwargs
-from worker.jobs import Job, is_under_base
+from worker.jobs import Job
 from worker.keys import Keys
 from worker.profiles import Profile
 from worker.redirects import redirect_refusal, resends_body
+from worker.urls import is_under_base
 
 
 class _KeepsCredentialsHome:
@@ -83,7 +84,7 @@ class ProfileCachedSession(_KeepsCredentialsHome, CachedSession):
 class Sessions:
     """HTTP sessions for this process: one cached and one plain per profile and thread."""
 
-    def __init__(self, profiles: Mapping[str, Profile], cache: redis.Redis, keys: Keys) -> None:
+    def __init__(self, profiles: Mapping[str, Profile], cache: redis.Redis[bytes], keys: Keys) -> None:
         self._profiles = profiles
         self._backends = {name: cache_backend(p, cache, keys) for name, p in profiles.items()}
         self._local = threading.local()

@@ -29,7 +29,7 @@ def guarded(job: Job) -> bool:
 class InFlight:
     """The in-flight marks of unsafe jobs, one key per job id, kept as long as results."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], keys: Keys, ttl_s: int) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s

@@ -8,10 +8,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
 
 from worker.profiles import Profile
 from worker.redact import shown_url
+from worker.urls import HEADER_NAME, under_base_problem
 
 #: The registered name of the Celery task that runs a job (``worker.tasks.request``).
 TASK_NAME = "reqworker.request"
@@ -26,8 +26,6 @@ FIELDS = frozenset(
 JSON_PATH_STEP = r"\.([A-Za-z0-9_@$-]+)|\[(\d+)\]|\['([^'\]]+)'\]|\[\"([^\"\]]+)\"\]"
 _JSON_PATH = re.compile(rf"^\$(?:{JSON_PATH_STEP})+\Z")
 _PAGE_ID = re.compile(r"^[0-9a-f]{16}\Z")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: Headers a job may not set: where the request goes and how it is framed belong to the
 #: worker, cookies and credentials to nobody, and the rewrite/override headers would let
 #: a job reach a method or path other than the one it names.
@@ -240,7 +238,7 @@ def _headers(value: Any, profile: Profile) -> dict[str, str]:
         raise JobError("headers", "must be an object of header names to strings")
     forbidden = {name.lower() for name in profile.credential_headers}
     for name, item in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
             raise JobError("headers", f"{name!r} is not a valid header name")
         if name.lower() in forbidden:
             raise JobError(
@@ -307,64 +305,7 @@ def _plain_base(base_url: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=256)
-def _split_base(base_url: str) -> tuple[SplitResult, int | None]:
-    """A profile's base_url taken apart once, not for every job."""
-    parts = urlsplit(base_url)
-    return parts, parts.port
-
-
-def is_under_base(url: str, base_url: str) -> bool:
-    """True when ``url`` lies under ``base_url`` (same scheme, host and port; path below)."""
-    try:
-        _check_under_base(url, base_url, "url")
-    except JobError:
-        return False
-    return True
-
-
 def _check_under_base(url: str, base_url: str, name: str) -> None:
-    outside = JobError(name, f"{url!r} is not under the profile's base_url {base_url!r}")
-    if any(ch in url for ch in "\\\r\n\t ") or any(ord(ch) < 32 for ch in url):
-        raise JobError(name, "must not contain spaces, backslashes or control characters")
-    base, base_port = _split_base(base_url)
-    try:
-        got = urlsplit(url)
-        got_port = got.port
-    except ValueError:
-        raise JobError(name, f"{url!r} is not a valid URL") from None
-    if got.username is not None or got.password is not None or "@" in got.netloc:
-        raise JobError(name, "must not carry a user name or password")
-    if got.fragment:
-        raise JobError(name, "must not have a fragment (#...)")
-    if got.scheme.lower() != base.scheme.lower():
-        raise outside
-    if (got.hostname or "").lower() != (base.hostname or "").lower():
-        raise outside
-    default_port = _DEFAULT_PORTS.get(base.scheme.lower())
-    if (got_port or default_port) != (base_port or default_port):
-        raise outside
-    if any(_sneaky(seg) for seg in got.path.split("/")):
-        raise JobError(name, "must not contain '.' or '..' segments (however encoded, or with "
-                       "';' parameters) or encoded slashes")
-    base_path = base.path.rstrip("/")
-    if got.path != base_path and not got.path.startswith(base_path + "/"):
-        raise outside
-
-
-def _sneaky(segment: str) -> bool:
-    """True for a path segment some server would take as '.' or '..', or as more than one.
-
-    Servers differ in what they decode: one decodes twice (``%252e``), Tomcat drops
-    ``;parameters`` (``..;``). A segment is judged by every reading of it.
-    """
-    readings = [segment]
-    for _ in range(3):
-        decoded = unquote(readings[-1])
-        if decoded == readings[-1]:
-            break
-        readings.append(decoded)
-    for text in readings:
-        if set(text) & {"/", "\\"} or text.split(";")[0] in (".", "..") or text in (".", ".."):
-            return True
-    return False
+    problem = under_base_problem(url, base_url)
+    if problem is not None:
+        raise JobError(name, problem)

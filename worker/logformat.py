@@ -103,7 +103,7 @@ def install(fmt: str) -> None:
         # in JSON they become log lines like any other.
         import celery.apps.worker
 
-        celery.apps.worker.safe_say = _say  # type: ignore[assignment]
+        celery.apps.worker.safe_say = _say
 
 
 def _say(msg: str, f: Any = None) -> None:

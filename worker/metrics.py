@@ -60,17 +60,18 @@ def waited(api: str, reason: str) -> None:
     WAITS.labels(api, reason).inc()
 
 
-def ended(message: Any, outcome: Any) -> None:
-    """A run of the job ``message`` ended with ``outcome`` (``worker.executor`` Done, Retry or Failed)."""
-    from worker.executor import Done, Failed, Retry
+def ended(message: Any, *, succeeded: bool) -> None:
+    """The job ``message`` ended: it succeeded, or failed for good."""
+    JOBS.labels(_api_of(message), "succeeded" if succeeded else "failed").inc()
 
-    name = api_label(message.get("api") if isinstance(message, Mapping) else None)
-    if isinstance(outcome, Done):
-        JOBS.labels(name, "succeeded").inc()
-    elif isinstance(outcome, Failed):
-        JOBS.labels(name, "failed").inc()
-    elif isinstance(outcome, Retry) and outcome.backoff:
-        RETRIES.labels(name).inc()
+
+def retried(message: Any) -> None:
+    """The job ``message`` runs again after a backoff countdown (a wait is not a retry)."""
+    RETRIES.labels(_api_of(message)).inc()
+
+
+def _api_of(message: Any) -> str:
+    return api_label(message.get("api") if isinstance(message, Mapping) else None)
 
 
 def token_renewed(api: str) -> None:

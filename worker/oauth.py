@@ -8,6 +8,7 @@ import math
 import stat
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,9 @@ from worker.errors import AuthError
 from worker.profiles import AuthConfig, Profile
 from worker.secret import Secret, flaw, scrub
 from worker.tokens import Token, TokenStore
+from worker.verdicts import retryable_status
 
 log = logging.getLogger("reqworker.oauth")
-
-#: Answers of a token endpoint that may pass: the job is retried with backoff.
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
 class TokenEndpointError(AuthError):
@@ -88,7 +87,8 @@ class TokenEndpoint:
                                      retryable=True) from None
         status = response.status_code
         body = _json(response)
-        if status >= 500 or status in RETRYABLE_STATUSES:
+        # An answer that may pass (``worker.verdicts``): the job is retried with backoff.
+        if retryable_status(status):
             raise TokenEndpointError(f"{where} answered HTTP {status} ({grant}); try again later",
                                      retryable=True, status=status)
         if not 200 <= status < 300:
@@ -99,33 +99,42 @@ class TokenEndpoint:
             detail = scrub(detail, [*self.config.secret_values, *sent])
             raise TokenEndpointError(f"{where} refused the {grant} grant: HTTP {status} {detail}".rstrip(),
                                      retryable=False, status=status, oauth_error=code)
-        return _token(body, started, f"{where} answered {status} ({grant})")
+        try:
+            return parse_token(body, started)
+        except ValueError as exc:
+            raise TokenEndpointError(f"{where} answered {status} ({grant}) {exc}",
+                                     retryable=False) from None
 
 
-def _token(body: Mapping[str, Any], now: float, where: str) -> Token:
-    access = body.get("access_token")
+def parse_token(fields: Any, now: float) -> Token:
+    """The token in a token endpoint's answer (RFC 6749 5.1) or a token file, obtained at ``now``.
+
+    Raises ``ValueError`` saying what is wrong with it (never a value).
+    """
+    if not isinstance(fields, Mapping):
+        raise ValueError("that is not a JSON object")
+    access = fields.get("access_token")
     if not isinstance(access, str) or not access:
-        raise TokenEndpointError(f"{where} without an access_token", retryable=False)
-    refresh = body.get("refresh_token")
+        raise ValueError("without an access_token")
+    refresh = fields.get("refresh_token")
     for name, value in (("access_token", access), ("refresh_token", refresh)):
         problem = flaw(value) if isinstance(value, str) else None
         if problem:
-            raise TokenEndpointError(f"{where} with an unusable {name}: it {problem}", retryable=False)
-    expires_in = _expires_in(body.get("expires_in"))
+            raise ValueError(f"with an unusable {name}: it {problem}")
+    expires_in = _seconds(fields.get("expires_in"))
     if expires_in is not None and not (math.isfinite(expires_in) and expires_in >= 0):
-        raise TokenEndpointError(f"{where} with expires_in that is not a finite number of seconds "
-                                 "0 or more", retryable=False)
+        raise ValueError("with expires_in that is not a finite number of seconds 0 or more")
     return Token(
         access_token=Secret(access),
         refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
         expires_at=now + expires_in if expires_in is not None else None,
         obtained_at=now,
-        scope=body.get("scope") if isinstance(body.get("scope"), str) else None,
+        scope=fields.get("scope") if isinstance(fields.get("scope"), str) else None,
     )
 
 
-def _expires_in(value: Any) -> float | None:
-    """The token's lifetime as a number (NaN when it is not one); None when not given."""
+def _seconds(value: Any) -> float | None:
+    """A number of seconds given as a number or a string (NaN when it is neither); None when not given."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -164,8 +173,8 @@ def token_file_problem(path: str | Path) -> str | None:
 
 
 def read_token_file(path: str | Path) -> Token | None:
-    """A token saved as JSON: ``access_token``, and ``refresh_token``, ``expires_at``
-    (epoch seconds or ISO 8601) or ``expires_in`` (from the file's modification time)."""
+    """A token saved as JSON: the fields of a token endpoint's answer (``expires_in`` counts
+    from the file's modification time), or ``expires_at`` (epoch seconds or ISO 8601)."""
     path = Path(path).expanduser()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -173,32 +182,27 @@ def read_token_file(path: str | Path) -> Token | None:
     except (OSError, ValueError) as exc:
         log.warning("token file %s cannot be used: %s", path, type(exc).__name__)
         return None
-    access = data.get("access_token") if isinstance(data, dict) else None
-    if not isinstance(access, str) or not access or flaw(access):
-        log.warning("token file %s has no usable access_token", path)
+    try:
+        token = parse_token(data, saved_at)
+        if data.get("expires_at") is not None:
+            token = replace(token, expires_at=_expires_at(data["expires_at"]))
+    except ValueError as exc:
+        log.warning("token file %s cannot be used: a token %s", path, exc)
         return None
-    refresh = data.get("refresh_token")
-    return Token(
-        access_token=Secret(access),
-        refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
-        expires_at=_file_expiry(data, saved_at),
-        obtained_at=saved_at,
-        scope=data.get("scope") if isinstance(data.get("scope"), str) else None,
-    )
+    return token
 
 
-def _file_expiry(data: Mapping[str, Any], saved_at: float) -> float | None:
-    expires_at, expires_in = data.get("expires_at"), data.get("expires_in")
-    if isinstance(expires_at, str):
+def _expires_at(value: Any) -> float:
+    """When a saved token expires, from epoch seconds or an ISO 8601 time; raises ``ValueError``."""
+    if isinstance(value, str):
         try:
-            return datetime.fromisoformat(expires_at).timestamp()
-        except ValueError:
-            return None
-    if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
-        return float(expires_at)
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-        return saved_at + expires_in
-    return None
+            return datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError):
+            pass
+    seconds = _seconds(value)
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError("with expires_at that is neither epoch seconds nor an ISO 8601 time")
+    return seconds
 
 
 class OAuth2Authoriser:
@@ -238,9 +242,7 @@ class OAuth2Authoriser:
             return True
 
     def credentials_for(self, token: Token) -> Credentials:
-        headers = {name: value.reveal() for name, value in self.config.headers if value is not None}
-        headers[self.config.header_key] = self.config.header_prefix + token.access_token.reveal()
-        return Credentials(headers=headers, version=str(token.version))
+        return Credentials.for_token(self.config, token.access_token, str(token.version))
 
     def passes_test(self, token: Token) -> bool:
         """Whether ``test_url`` answers ``test_status`` to this token (True without a test)."""

@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from worker.jobs import JSON_PATH_STEP, Job, is_under_base
+from worker.jobs import JSON_PATH_STEP, Job
 from worker.profiles import Profile
 from worker.redact import shown_url
+from worker.urls import is_under_base
 
 _STEP = re.compile(JSON_PATH_STEP)
 

@@ -19,57 +19,14 @@ from typing import Any
 
 import redis
 
+from worker.lua import script
+
 #: Suffix of the sorted set that holds a queue list's parked messages.
 PARKED_SUFFIX = ":delayed"
 #: Most messages one ``move_due`` call reads (and moves, when due) from one sorted set.
 MOVE_LIMIT = 100
 #: A message due within this many ms is published at once instead of parked.
 PARK_MIN_MS = 1
-
-# KEYS: parked set. ARGV: delay ms, target list, message JSON.
-# Returns the due time (server ms). The server's clock decides, so hosts with skewed
-# clocks park and move by one clock.
-_PARK = """
-local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-redis.call('ZADD', KEYS[1], due, ARGV[2] .. '\\n' .. ARGV[3])
-return due
-"""
-
-# KEYS: parked sets. ARGV: limit per set.
-# Moves every due member onto the list named in it (LPUSH, as kombu publishes), and
-# returns {messages moved, ms until the next parked message is due or -1 if none}.
-# One ZRANGE by rank reads the earliest members: the due ones are moved, the first one
-# not due says when to look again (0 when all it read were due: look again soon).
-_MOVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local moved = 0
-local next_ms = -1
-for _, key in ipairs(KEYS) do
-  local first = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
-  local due = {}
-  local wait = -1
-  for i = 1, #first, 2 do
-    local score = tonumber(first[i + 1])
-    if score > now then wait = score - now break end
-    local member = first[i]
-    local cut = string.find(member, '\\n', 1, true)
-    if cut then
-      redis.call('LPUSH', string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
-      moved = moved + 1
-    end
-    due[#due + 1] = member
-  end
-  if #due > 0 then
-    redis.call('ZREM', key, unpack(due))
-    if wait < 0 and #first >= 2 * limit then wait = 0 end
-  end
-  if wait >= 0 and (next_ms < 0 or wait < next_ms) then next_ms = wait end
-end
-return {moved, next_ms}
-"""
 
 
 def parked_key(queue_list: str) -> str:
@@ -102,14 +59,26 @@ def delay_ms(message: dict[str, Any], now: datetime | None = None) -> int:
 class Parking:
     """Parks and moves delayed messages on one Redis server."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
-        self._park = client.register_script(_PARK)
-        self._move = client.register_script(_MOVE)
+        self._park = script(client, "parking_park.lua")
+        self._move = script(client, "parking_move.lua")
+        self._repark = script(client, "parking_repark.lua")
 
     def park(self, queue_list: str, payload: str, delay: int) -> int:
         """Hold ``payload`` for ``delay`` ms, then put it on ``queue_list``; returns its due time."""
         return int(self._park(keys=[parked_key(queue_list)], args=[delay, queue_list, payload]))
+
+    def repark(self, queue_list: str, payload: str, delay: int, held: tuple[str, str, str]) -> int | None:
+        """Park ``payload`` in place of a held message, acknowledging that one in the same step.
+
+        ``held``: kombu's unacked index and hash, and the held message's delivery tag.
+        Returns the due time, or None when that message was no longer held (nothing parked).
+        """
+        index, unacked, tag = held
+        due = int(self._repark(keys=[parked_key(queue_list), index, unacked],
+                               args=[delay, queue_list, payload, tag]))
+        return None if due < 0 else due
 
     def move_due(self, queue_lists: Sequence[str], limit: int = MOVE_LIMIT) -> tuple[int, float | None]:
         """Move due messages onto their queues: (how many moved, seconds until the next, or None).

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 import redis
 
-from worker.auth import renewal_lease_s
 from worker.profiles import Profile, load_profiles
 from worker.redisconn import command_client, describe_redis_error
 from worker.settings import Settings, redact_url
@@ -63,7 +62,7 @@ SHUTDOWN_MARGIN_S = 15.0
 def longest_run_s(profile: Profile) -> float:
     """Seconds one run of a job of this profile may last once started: a token renewal it
     may wait for (an OAuth profile), then one HTTP attempt."""
-    renewal_s = renewal_lease_s(profile) if profile.auth.kind == "oauth2" else 0.0
+    renewal_s = profile.request_lease_s if profile.auth.kind == "oauth2" else 0.0
     return renewal_s + profile.timeout_s
 
 

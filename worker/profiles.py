@@ -12,40 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.authconfig import AUTH_KINDS, AuthConfig, read_auth
+from worker.backoff import Backoff
 from worker.durations import Rate, parse_duration_s, parse_rate, parse_size
+from worker.tables import ProfileError, TableReader
+from worker.urls import has_user_info, is_http_url
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-__all__ = ["AUTH_KINDS", "AuthConfig", "Backoff", "Profile", "ProfileError", "load_profiles",
-           "parse_profiles"]
-
-
-class ProfileError(ValueError):
-    """The profiles file cannot be used; the message names the file and the setting."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """The seed's backoff: retry n waits ``start_s * factor ** n``, ``count`` retries at most."""
-
-    start_s: float = 0.5
-    factor: float = 1.5
-    count: int = 10
-
-    @property
-    def final_s(self) -> float:
-        """No backoff countdown reaches this (the seed's ``backoff_final``)."""
-        return self.start_s * self.factor**self.count
-
-    @property
-    def retry_after_max_s(self) -> float:
-        """The longest Retry-After a job will wait (the seed's ``timeout``)."""
-        return sum(self.start_s * self.factor**i for i in range(self.count + 1))
-
-    @property
-    def longest_countdown_s(self) -> float:
-        """The longest countdown a job of this profile can ask for."""
-        return max(self.final_s, self.retry_after_max_s)
+__all__ = ["AUTH_KINDS", "AuthConfig", "Profile", "ProfileError", "load_profiles", "parse_profiles"]
 
 
 #: The default ``max_body``: 10 MiB.
@@ -82,6 +55,13 @@ class Profile:
     cache_control: bool = False
     #: The most pages one paginated job may fetch; a job's ``paginate.max_pages`` may only lower it.
     max_pages: int = 1000
+
+    @property
+    def request_lease_s(self) -> float:
+        """Seconds a lease taken for one HTTP request of this profile lasts at most: a
+        concurrency slot, a token renewal. The connect and the read timeouts, with room, so
+        that a process that dies holding the lease blocks nobody for longer."""
+        return 2 * self.timeout_s + 5.0
 
     @property
     def credential_headers(self) -> tuple[str, ...]:
@@ -139,47 +119,8 @@ def _only_keys(table: Mapping[str, Any], allowed: set[str], where: str, source: 
         )
 
 
-@dataclass
-class _Reader:
-    env: Mapping[str, str]
-    source: str
-    with_secrets: bool
-
-    def fail(self, where: str, message: str) -> ProfileError:
-        return ProfileError(f"{self.source}: {where}: {message}")
-
-    def expand(self, value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(where, f"must be a string, not {type(value).__name__}")
-
-        def one(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in self.env:
-                raise self.fail(where, f"environment variable {name} is not set")
-            return self.env[name]
-
-        return _VAR.sub(one, value)
-
-    @staticmethod
-    def variables(value: str) -> list[str]:
-        """Names of the ``${VAR}`` a setting's value uses."""
-        return _VAR.findall(value)
-
-    def number(self, table: Mapping[str, Any], key: str, where: str, default: float) -> float:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(f"{where}.{key}", f"must be a number, not {value!r}")
-        return float(value)
-
-    def whole(
-        self, table: Mapping[str, Any], key: str, where: str, default: int | None, *, minimum: int
-    ) -> int | None:
-        value = table.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(f"{where}.{key}", f"must be a whole number {minimum} or more, not {value!r}")
-        return value
+class _Reader(TableReader):
+    """Reads the ``[apis.NAME]`` tables; ``worker.authconfig`` reads their ``auth`` tables."""
 
     def profile(self, name: str, table: Any) -> Profile:
         where = f"apis.{name}"
@@ -253,18 +194,17 @@ class _Reader:
         prefixes = []
         for item in value:
             prefix = self.expand(item, where)
-            parts = urlsplit(prefix)
-            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            if not is_http_url(prefix) or has_user_info(prefix):
                 raise self.fail(where, f"{prefix!r} is not an http(s) URL prefix with a host")
             prefixes.append(prefix)
         return tuple(prefixes)
 
     def base_url(self, url: str, where: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not is_http_url(url):
             raise self.fail(f"{where}.base_url", f"{url!r} is not an http(s) URL with a host")
-        if parts.username is not None or parts.password is not None:
+        if has_user_info(url):
             raise self.fail(f"{where}.base_url", "must not carry a user name or password")
+        parts = urlsplit(url)
         if parts.query or parts.fragment:
             raise self.fail(f"{where}.base_url", "must not have a query or a fragment")
         return url.rstrip("/")

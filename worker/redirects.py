@@ -12,9 +12,9 @@ import socket
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from worker.jobs import is_under_base
 from worker.profiles import Profile
 from worker.redact import shown_url
+from worker.urls import is_http_url, is_under_base
 
 
 def redirect_refusal(target: str, profile: Profile, *, resends_body: bool = False) -> str | None:
@@ -26,8 +26,7 @@ def redirect_refusal(target: str, profile: Profile, *, resends_body: bool = Fals
     target = target.split("#", 1)[0]
     if is_under_base(target, profile.base_url):
         return None
-    parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not is_http_url(target):
         return "it is not an http(s) URL"
     if policy == "base":
         return "it leaves base_url (follow_redirects = \"base\")"
@@ -35,7 +34,7 @@ def redirect_refusal(target: str, profile: Profile, *, resends_body: bool = Fals
         return "it would send the job's body again outside base_url"
     if policy != "any" and not any(is_under_base(target, prefix.rstrip("/")) for prefix in policy):
         return "it is under none of the follow_redirects prefixes"
-    wanted = address_kinds(parts.hostname)
+    wanted = address_kinds(urlsplit(target).hostname or "")
     allowed = address_kinds(urlsplit(profile.base_url).hostname or "")
     if wanted - allowed:
         kind = sorted(wanted - allowed)[0]

@@ -1,31 +1,23 @@
 """Redis clients from reqworker's URLs: a plain Redis, or the primary a Sentinel names.
 
-``redis://``, ``rediss://`` and ``unix://`` URLs are redis-py's. A Sentinel URL is
-kombu's form, ``sentinel://[:PASSWORD@]HOST:PORT[/DB][;sentinel://HOST:PORT…]``: the
-Sentinels to ask, with the primary's password and database in the first one, and the
-primary's name in ``REQWORKER_SENTINEL_MASTER``. Celery's broker and result backend
-read the same URL (kombu's Sentinel transport, Celery's Sentinel backend),
-so every part of reqworker follows the same primary through a failover.
+What the URLs may be is ``worker.redisurl``'s. Celery's broker and result backend read
+the same URL (kombu's Sentinel transport, Celery's Sentinel backend), so every part of
+reqworker follows the same primary through a failover.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from worker.redisurl import SentinelURL, is_sentinel_url
+
 if TYPE_CHECKING:
     from worker.settings import Settings
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-SENTINEL_SCHEME = "sentinel://"
-#: Sentinel's own port, when a Sentinel URL names none.
-DEFAULT_SENTINEL_PORT = 26379
 
 #: How long a worker's Redis commands keep retrying a lost connection (about a minute:
 #: 0.2 s, 0.4 s, … then every 2 s): long enough to ride out a Sentinel failover with
@@ -33,55 +25,6 @@ DEFAULT_SENTINEL_PORT = 26379
 #: Redis is gone for good.
 FAILOVER_RETRIES = 35
 FAILOVER_BACKOFF = ExponentialBackoff(cap=2.0, base=0.1)
-
-
-def is_sentinel_url(url: str) -> bool:
-    return url.startswith(SENTINEL_SCHEME)
-
-
-def is_redis_url(url: str) -> bool:
-    """Whether ``url`` reaches a Redis (directly or through Sentinel)."""
-    return url.startswith(REDIS_SCHEMES) or is_sentinel_url(url)
-
-
-@dataclass(frozen=True)
-class SentinelURL:
-    """What a Sentinel URL says: the Sentinels, and how to talk to the primary they name."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    db: int
-    username: str | None
-    password: str | None
-    #: Query parameters of the first URL (socket_timeout=…), passed on to the connections.
-    options: dict[str, str]
-
-    @classmethod
-    def parse(cls, url: str) -> SentinelURL:
-        sentinels: list[tuple[str, int]] = []
-        first = None
-        for chunk in url.split(";"):
-            chunk = chunk.strip()
-            if not chunk:
-                continue
-            if not is_sentinel_url(chunk):
-                raise ValueError(f"{chunk!r} is not a sentinel:// address")
-            parts = urlsplit(chunk)
-            if not parts.hostname:
-                raise ValueError(f"{chunk!r} names no host")
-            sentinels.append((parts.hostname, parts.port or DEFAULT_SENTINEL_PORT))
-            first = first or parts
-        if first is None:
-            raise ValueError("a sentinel:// URL names no Sentinel")
-        path = first.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"database {path!r} in {url!r} is not a number")
-        return cls(
-            sentinels=tuple(sentinels),
-            db=int(path or 0),
-            username=unquote(first.username) if first.username else None,
-            password=unquote(first.password) if first.password else None,
-            options=dict(parse_qsl(first.query)),
-        )
 
 
 class PrimaryConnection(SentinelManagedConnection):  # (types-redis 4.6 predates these names)
@@ -100,7 +43,7 @@ class PrimaryConnection(SentinelManagedConnection):  # (types-redis 4.6 predates
                                      retry_socket_connect=retry_socket_connect)
 
 
-def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
+def connect(url: str, settings: Settings, **kwargs: Any) -> redis.Redis[bytes]:
     """A redis-py client for ``url``: the URL's Redis, or the primary its Sentinels name.
 
     ``kwargs`` go to every connection to Redis (timeouts, ``health_check_interval``).
@@ -130,7 +73,7 @@ def _typed_options(options: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def worker_client(url: str, settings: Settings) -> redis.Redis:
+def worker_client(url: str, settings: Settings) -> redis.Redis[bytes]:
     """A long-lived client of a worker: checks idle connections, rides out a failover."""
     return connect(url, settings, health_check_interval=30, socket_connect_timeout=5,
                    socket_timeout=30,
@@ -138,7 +81,7 @@ def worker_client(url: str, settings: Settings) -> redis.Redis:
                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
-def command_client(url: str, settings: Settings) -> redis.Redis:
+def command_client(url: str, settings: Settings) -> redis.Redis[bytes]:
     """A client of a command-line call: a Redis that is down is reported within seconds."""
     # Through Sentinel a lost connection is retried for a few seconds (a failover); a
     # plain Redis that refuses is reported at once, one that stays silent after a timeout.

@@ -14,26 +14,8 @@ from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 
 from worker.errors import WaitLater
-from worker.redisconn import is_redis_url, is_sentinel_url
-
-# KEYS: the task's meta key. ARGV: the meta (JSON), seconds to keep it (0: no expiry).
-_UNLESS_FINISHED = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and (meta['status'] == 'SUCCESS'
-      or meta['status'] == 'FAILURE' or meta['status'] == 'REVOKED') then
-    return 0
-  end
-end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"""
+from worker.lua import script
+from worker.redisurl import is_redis_url, is_sentinel_url
 
 
 class _KeepsFinished(RedisBackend):
@@ -52,7 +34,8 @@ class _KeepsFinished(RedisBackend):
         return self.ensure(self._set_unless_finished, (key, value))
 
     def _set_unless_finished(self, key: Any, value: Any) -> Any:
-        return self.client.eval(_UNLESS_FINISHED, 1, key, value, int(self.expires or 0))
+        store = script(self.client, "resultstore_store.lua")
+        return store(keys=[key], args=[value, int(self.expires or 0)])
 
 
 class FinishedStaysFinished(_KeepsFinished):

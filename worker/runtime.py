@@ -9,30 +9,47 @@ from dataclasses import dataclass
 import redis
 
 from worker.admission import Gate
-from worker.auth import Authoriser, make_authoriser
+from worker.auth import Authoriser, NoAuth, StaticBearer
 from worker.batchcount import BatchCounters
 from worker.executor import Executor
 from worker.http import Sessions
 from worker.inflight import InFlight
 from worker.keys import Keys
+from worker.oauth import OAuth2Authoriser
 from worker.profiles import Profile, load_profiles
 from worker.ratelimit import RateLimiter
 from worker.redisconn import worker_client
-from worker.settings import Settings
+from worker.settings import Settings, forget_process_settings, process_settings
+from worker.tokens import TokenStore
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
     profiles: dict[str, Profile]
-    cache_redis: redis.Redis
+    cache_redis: redis.Redis[bytes]
     executor: Executor
     counters: BatchCounters
     inflight: InFlight
 
 
+def make_authoriser(
+    profile: Profile, client: redis.Redis[bytes] | None = None, keys: Keys | None = None
+) -> Authoriser:
+    """The authoriser of a profile; ``oauth2`` needs the Redis that holds the shared token."""
+    if profile.auth.kind == "bearer":
+        return StaticBearer(profile.auth)
+    if profile.auth.kind == "oauth2":
+        if client is None:
+            raise ValueError(f"profile {profile.name!r}: an oauth2 authoriser needs a Redis client")
+        store = TokenStore(client, keys or Keys(), profile.name, lease_s=profile.request_lease_s,
+                           wait_s=profile.timeout_s + 5.0)
+        return OAuth2Authoriser(profile, store)
+    return NoAuth()
+
+
 def build_runtime(settings: Settings | None = None) -> Runtime:
-    settings = settings or Settings.from_env()
+    settings = settings or process_settings()
     profiles = load_profiles(settings.apis_path)
     keys = Keys(settings.key_prefix)
     cache_redis = worker_client(settings.cache_url, settings)
@@ -66,6 +83,7 @@ def runtime() -> Runtime:
 
 
 def reset() -> None:
-    """Forget the runtime, so a forked child builds its own connections."""
+    """Forget the runtime, so a forked child builds its own connections (and reads its settings)."""
     global _current
     _current = None
+    forget_process_settings()

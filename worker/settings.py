@@ -1,12 +1,20 @@
-"""Process-wide settings, read once from the environment into a frozen object."""
+"""Process-wide settings, read once from the environment into a frozen object.
+
+Nothing is read when a module is imported: a process reads its settings when it
+starts (a ``reqworker`` command, or Celery configuring ``worker.app``) and passes
+them down, so a bad value is one line and exit 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import TypeVar
 
-from worker.redisconn import SentinelURL, is_redis_url, is_sentinel_url
+from worker.redisurl import SentinelURL, is_redis_url, is_sentinel_url, is_tls_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_ALIVE_FILE = "/tmp/reqworker-alive"
@@ -20,6 +28,11 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 40
 #: Seconds results and batch records are kept: long enough to fetch the results of
 #: an overnight sync days later.
 DEFAULT_RESULT_EXPIRES_S = 7 * 24 * 3600
+
+#: Exit status of a process started with a setting it cannot use, as ``reqworker`` exits.
+EXIT_BAD_SETTING = 2
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -96,7 +109,7 @@ class Settings:
         (Celery's result backend would raise), and a sentinel:// URL without the primary's
         name or that cannot be read."""
         for url in {self.broker_url, self.result_backend, self.cache_url}:
-            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+            if is_tls_url(url) and "ssl_cert_reqs=" not in url:
                 raise SettingsError(f"{redact_url(url)}: a rediss:// URL needs ssl_cert_reqs "
                                     "(add ?ssl_cert_reqs=required&ssl_ca_certs=/path/to/ca.pem)")
             if not is_sentinel_url(url):
@@ -113,6 +126,28 @@ class Settings:
     def broker_is_redis(self) -> bool:
         """Whether the broker is a Redis, directly or through Sentinel."""
         return is_redis_url(self.broker_url)
+
+
+def or_exit(build: Callable[[], T]) -> T:
+    """``build()`` at a process's start; a setting it cannot use ends the process instead:
+    one line naming the variable, exit 2 (what ``reqworker`` does for a bad setting)."""
+    try:
+        return build()
+    except SettingsError as exc:
+        print(f"reqworker: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_SETTING)
+
+
+@cache
+def process_settings() -> Settings:
+    """This process's settings: read from the environment once, the first time they are
+    needed (as it starts), then the same object everywhere. A bad value ends the process
+    (``or_exit``). ``forget_process_settings`` makes the next call read them again."""
+    return or_exit(Settings.from_env)
+
+
+def forget_process_settings() -> None:
+    process_settings.cache_clear()
 
 
 def redact_url(url: str) -> str:

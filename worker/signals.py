@@ -21,7 +21,7 @@ from worker.alive import start_heartbeat
 from worker.preflight import EXIT_CONFIG, EXIT_SERVICE, ServiceError, startup_checks
 from worker.profiles import ProfileError
 from worker.runtime import reset, runtime
-from worker.settings import Settings, SettingsError
+from worker.settings import SettingsError, process_settings
 from worker.startup import StartupError
 
 log = logging.getLogger("reqworker.worker")
@@ -32,7 +32,7 @@ def _check_before_start(**_: Any) -> None:
     # `celery -A worker.app worker` comes here without `reqworker worker`'s own checks:
     # the same refusal, as one line and the same exit status.
     try:
-        settings = Settings.from_env()
+        settings = process_settings()  # read when Celery configured the app
         startup_checks(settings)
     except (StartupError, ProfileError, SettingsError) as exc:
         print(f"reqworker: {exc}", file=sys.stderr, flush=True)
@@ -74,4 +74,4 @@ def _serve_metrics(**_: Any) -> None:
 
     config = MetricsConfig.from_env()
     if config.port is not None:
-        serve(config, Settings.from_env())
+        serve(config, process_settings())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -18,11 +19,12 @@ from worker import metrics
 from worker.app import app
 from worker.crashpoint import crash_point
 from worker.errors import JobFailed, RetryLater, WaitLater
-from worker.executor import Done, JobContext, Progress, Retry
+from worker.executor import Done, JobContext, RunAgain, Spent
 from worker.garbage import release_retry
 from worker.jobs import TASK_NAME, UNSAFE_METHODS, Job
 from worker.redact import shown_url
 from worker.runtime import runtime
+from worker.transport import repark
 
 log = logging.getLogger("reqworker.task")
 
@@ -96,6 +98,26 @@ def _broker_countdown(countdown_s: float) -> float:
     return countdown_s
 
 
+def _wait_in_redis(task: Task, countdown_s: float, kwargs: dict[str, Any], kwargsrepr: str) -> bool:
+    """Send a job back to wait in Redis (a wait or a backoff): its held message, rewritten, parked again.
+
+    Cheaper than Celery's retry (a new message, then an acknowledgement of the old one):
+    one Redis call does both. False where the transport cannot (another broker, a
+    prefork child): then Celery's retry sends a new message.
+    """
+    if not runtime().settings.broker_is_redis:
+        return False
+
+    def rewrite(headers: dict[str, Any], body: Any) -> tuple[dict[str, Any], Any]:
+        args, _, embed = body
+        # What Celery's retry would change: one more retry, and what Flower shows. No ETA:
+        # the message is parked until it is due, and runs when it arrives.
+        headers.update(eta=None, retries=int(headers.get("retries") or 0) + 1, kwargsrepr=kwargsrepr)
+        return headers, [args, kwargs, embed]
+
+    return repark(task.request.id, max(math.ceil(countdown_s * 1000), 0), rewrite)
+
+
 @app.task(bind=True, base=RequestTask, name=TASK_NAME, max_retries=None, acks_late=True,
           throws=(JobFailed,), resultrepr_maxsize=64)
 def request(
@@ -117,33 +139,35 @@ def request(
             _stored(task_id, self.request.kwargs or {}, ok=status == SUCCESS)
             raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
-    outcome = runtime().executor.run(job, Progress.from_message(progress), ctx)
-    metrics.ended(job, outcome)
+    outcome = runtime().executor.run(job, Spent.from_message(progress), ctx)
     if isinstance(outcome, Done):
+        metrics.ended(job, succeeded=True)
         if outcome.next_job is not None:
             _publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
-    if isinstance(outcome, Retry):
+    if isinstance(outcome, RunAgain):
         why: Exception
         if outcome.backoff:
+            metrics.retried(job)
             log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
             why = RetryLater(outcome.reason)
         else:
             log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
             why = WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
+        kwargs = {"job": job, "batch_id": batch_id, "progress": outcome.spent.to_message()}
+        # Celery would show the whole job again; Flower gets the summary, as at enqueue.
+        shown = _flower_view(job, batch_id)
+        if _wait_in_redis(self, outcome.countdown_s, kwargs, shown):
+            raise CeleryRetry(exc=why, when=outcome.countdown_s)
         try:
-            raise self.retry(
-                countdown=_broker_countdown(outcome.countdown_s),
-                kwargs={"job": job, "batch_id": batch_id, "progress": outcome.progress.to_message()},
-                exc=why,
-                # Celery would show the whole job again; Flower gets the summary, as at enqueue.
-                kwargsrepr=_flower_view(job, batch_id),
-            )
+            raise self.retry(countdown=_broker_countdown(outcome.countdown_s), kwargs=kwargs, exc=why,
+                             kwargsrepr=shown)
         except (CeleryRetry, Ignore):
             raise
         except Exception as exc:
             # Celery raises Reject when the retry message cannot be sent; the job would
             # then stay pending for ever and its batch never finish.
             why_not = f"the retry could not be scheduled ({type(exc).__name__}); last: {outcome.reason}"
-            raise JobFailed(runtime().executor.unschedulable(job, outcome.progress, ctx, why_not)) from None
+            raise JobFailed(runtime().executor.unschedulable(job, outcome.spent, ctx, why_not)) from None
+    metrics.ended(job, succeeded=False)
     raise JobFailed(outcome.record)

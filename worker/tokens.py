@@ -22,6 +22,7 @@ import redis
 from worker import metrics
 from worker.errors import AuthError
 from worker.keys import Keys
+from worker.lua import script
 from worker.secret import Secret, redact
 
 log = logging.getLogger("reqworker.tokens")
@@ -35,13 +36,6 @@ UNAVAILABLE_MEMO_S = 5.0
 #: First and longest pause, in seconds, between looks while another process renews.
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.25
-
-# Deletes the lock only while it still holds our lease: a holder whose lease ran out
-# must not release the next holder's lock.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,7 @@ def _number(value: Any) -> float | None:
 class TokenStore:
     """One profile's token in Redis, its renewal lease and its remembered failures."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, profile: str, *, lease_s: float = 65.0,
+    def __init__(self, client: redis.Redis[bytes], keys: Keys, profile: str, *, lease_s: float = 65.0,
                  wait_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis = client
         self.profile = profile
@@ -121,7 +115,7 @@ class TokenStore:
         #: job then backs off instead of holding its worker slot.
         self.wait_s = lease_s if wait_s is None else wait_s
         self.clock = clock
-        self._release = client.register_script(_RELEASE)
+        self._release = script(client, "tokens_release.lua")
 
     def load(self) -> Token | None:
         raw = self.redis.get(self.key)

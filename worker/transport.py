@@ -13,8 +13,8 @@ and one worker can hoard a whole waiting backlog. This transport differs in thre
 - **Poison.** A message that cannot be decoded, or is no reqworker job, is set aside
   (``worker.deadletters``) with one log line instead of ending the worker.
 
-Chosen by ``broker_transport`` in ``celeryconfig`` for ``redis://``, ``rediss://`` and
-``unix://`` brokers; ``SentinelTransport`` is the same for ``sentinel://``.
+Chosen by ``broker_transport`` in ``celeryconfig`` for a Redis broker;
+``SentinelTransport`` is the same through Sentinel (the URLs: ``worker.redisurl``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
 
 from worker.deadletters import DeadLetters, poison_reason
 from worker.parking import PARK_MIN_MS, Parking, delay_ms
@@ -42,6 +46,11 @@ MIN_SLEEP_S = 0.2
 
 # Woken when this process parks a message, so a short countdown is moved on time.
 _parked_soon = threading.Event()
+# The channels of this process that consume: ``repark`` looks for a held message in them.
+_consuming: weakref.WeakSet[ParkingChannel] = weakref.WeakSet()
+
+#: Rewrites a held message for its next run: (headers, decoded body) -> (headers, body).
+Rewrite = Callable[[dict[str, Any], Any], tuple[dict[str, Any], Any]]
 
 
 class _Keeper(threading.Thread):
@@ -79,9 +88,29 @@ class _Keeper(threading.Thread):
         _parked_soon.set()
 
 
+class ParkingQoS(kombu_redis.QoS):
+    """kombu's Redis QoS, told which held messages were parked again (``ParkingChannel.repark``).
+
+    Parking one again already acknowledged it in Redis: Celery's acknowledgement after
+    the run then only forgets it here.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reparked: set[str] = set()
+
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in self.reparked:
+            self.reparked.discard(delivery_tag)
+            self._quick_ack(delivery_tag)
+            return
+        super().ack(delivery_tag)
+
+
 class ParkingChannel(kombu_redis.Channel):
     """A kombu Redis channel that parks delayed messages and refuses poison."""
 
+    QoS = ParkingQoS
     _keeper: _Keeper | None = None
     _parking: Parking | None = None
     #: Queues that carry reqworker jobs (transport option ``job_queues``): a message on
@@ -93,11 +122,12 @@ class ParkingChannel(kombu_redis.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         delay = delay_ms(message)
         if delay < PARK_MIN_MS:
-            return super()._put(queue, message, **kwargs)
+            super()._put(queue, message, **kwargs)
+            return
         pri = self._get_message_priority(message, reverse=False)
         if self._parking is None:
             self._parking = Parking(self._create_client())
-        self._parking.park(self._q_for_pri(queue, pri), kombu_redis.dumps(message), delay)
+        self._parking.park(self._q_for_pri(queue, pri), dumps(message), delay)
         if delay <= IDLE_S * 1000:
             _parked_soon.set()
 
@@ -107,13 +137,60 @@ class ParkingChannel(kombu_redis.Channel):
         if queue not in self._fanout_queues and self._keeper is None:
             self._keeper = _Keeper(self)
             self._keeper.start()
+            _consuming.add(self)
         return ret
 
     def close(self) -> None:
+        _consuming.discard(self)
         if self._keeper is not None:
             self._keeper.stop()
             self._keeper = None
         super().close()
+
+    def held(self, task_id: str) -> list[tuple[str, Any]]:
+        """The messages of task ``task_id`` this channel holds, not yet acknowledged."""
+        dirty = self.qos._dirty
+        # A copy in one step: the consuming thread may change the dict meanwhile.
+        return [(tag, m) for tag, m in list(self.qos._delivered.items())
+                if tag not in dirty and (m.headers or {}).get("id") == task_id]
+
+    def repark(self, tag: str, message: Any, delay: int, rewrite: Rewrite) -> bool:
+        """Park a held message again, rewritten, acknowledging it in the same step.
+
+        False when it cannot be (a message that is not JSON, or from a queue this
+        channel does not consume); the caller then sends a new one. Once parking was
+        tried, Celery's acknowledgement only forgets the message here: if Redis failed
+        mid-way, the message is still held in Redis and comes back after the visibility
+        timeout, or was parked.
+        """
+        raw = message._raw
+        queue = (message.delivery_info or {}).get("routing_key")
+        if raw.get("content-type") != "application/json" or queue not in self.active_queues:
+            return False
+        props = dict(raw["properties"])
+        headers, body = rewrite(dict(raw.get("headers") or {}), message.decode())
+        headers.pop("redelivered", None)
+        info = {k: v for k, v in (props.get("delivery_info") or {}).items() if k != "redelivered"}
+        encoded, props["body_encoding"] = self.encode_body(
+            dumps(body).encode(), props.get("body_encoding"))
+        props.update(delivery_info=info, delivery_tag=str(uuid.uuid4()))
+        payload = {**raw, "headers": headers, "properties": props, "body": encoded}
+        target = self._q_for_pri(queue, self._get_message_priority(payload, reverse=False))
+        if self._parking is None:
+            self._parking = Parking(self._create_client())
+        self.qos.reparked.add(tag)
+        try:
+            due = self._parking.repark(target, dumps(payload), delay,
+                                       (self.unacked_index_key, self.unacked_key, tag))
+        except Exception as exc:  # Redis failed: the held message comes back on its own
+            log.warning("could not park message %s again (%s: %s); it comes back after the "
+                        "visibility timeout", tag, type(exc).__name__, exc)
+            return True
+        if due is None:
+            log.info("message %s went back to its queue before it was parked again", tag)
+        elif delay <= IDLE_S * 1000:
+            _parked_soon.set()
+        return True
 
     def _connparams(self, asynchronous: bool = False) -> Any:
         # Recovering from a lost connection (a Sentinel failover), kombu closes the old
@@ -176,6 +253,21 @@ class ParkingChannel(kombu_redis.Channel):
             return
         log.error("refused a message from queue %s: %s (%d bytes); it is kept for "
                   "`reqworker dead-letters`", queue, reason, len(raw))
+
+
+def repark(task_id: str, delay_ms: int, rewrite: Rewrite) -> bool:
+    """Send the message of ``task_id`` this process holds back to wait ``delay_ms`` in Redis.
+
+    The message is rewritten (``rewrite``) and parked in place of the held one, which is
+    acknowledged in the same step: one Redis call instead of a new Celery message and an
+    acknowledgement. False when no consuming channel of this process holds exactly one
+    message of ``task_id`` (a prefork child, another broker): then send a new message.
+    """
+    found = [(channel, tag, m) for channel in list(_consuming) for tag, m in channel.held(task_id)]
+    if len(found) != 1:
+        return False
+    channel, tag, message = found[0]
+    return channel.repark(tag, message, delay_ms, rewrite)
 
 
 class Transport(kombu_redis.Transport):

@@ -1,4 +1,4 @@
-"""Whether an attempt succeeded, may be retried, needs a new token, or has failed for good.
+"""The verdict on one attempt: it succeeded, may be retried, needs a new token, or failed for good.
 
 Pure classification: it says *whether*, ``worker.backoff`` says *when*.
 """
@@ -24,7 +24,15 @@ class Verdict(Enum):
 #: 4xx answers that mean "try again later" rather than "this request is wrong".
 RETRYABLE_4XX = frozenset({408, 425, 429})
 #: Answers that say the server did not act on the request: safe to repeat a POST.
-NOT_PROCESSED = frozenset({408, 425, 429, 503})
+NOT_PROCESSED = RETRYABLE_4XX | {503}
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an answer of ``status`` may pass if asked again later: a 5xx or a ``RETRYABLE_4XX``.
+
+    The one rule for an API's answers and for a token endpoint's.
+    """
+    return status in RETRYABLE_4XX or 500 <= status < 600
 
 
 def classify_status(status: int, method: str, retry_unsafe: bool = False) -> Verdict:
@@ -33,7 +41,7 @@ def classify_status(status: int, method: str, retry_unsafe: bool = False) -> Ver
         return Verdict.SUCCESS
     if status == 401:
         return Verdict.REAUTH
-    if status in RETRYABLE_4XX or 500 <= status < 600:
+    if retryable_status(status):
         if method in UNSAFE_METHODS and not retry_unsafe and status not in NOT_PROCESSED:
             return Verdict.FAIL
         return Verdict.RETRY
@@ -69,7 +77,7 @@ def api_message(body: Any, reason: str) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            return str(error["message"])
         for candidate in (error, body.get("message"), body.get("error_description")):
             if isinstance(candidate, str) and candidate:
                 return candidate

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import requests
 
+from producer.demo.localredis import free_port
+from producer.demo.processes import stop_group
 from producer.flower import LOOPBACK
-from producer.localredis import free_port
-from producer.processes import stop_group
 from tests.support import REQWORKER, eventually
 
 USER, PASSWORD = "ops", "flower-pw-8d1c0b7e"

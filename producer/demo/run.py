@@ -1,6 +1,6 @@
 """`reqworker demo`: the whole system on this machine, with nothing installed beforehand.
 
-It starts a private redis-server, the demo API (``producer.demo_api``: OAuth, a rate
+It starts a private redis-server, the demo API (``producer.demo.api``: OAuth, a rate
 limit, latency, some 429s and 5xx), two worker processes and Flower; syncs a catalogue
 of tracks and a few paginated playlists through them with live progress; prints what
 happened; writes every result to ./reqworker-demo-results.jsonl; and stops everything it
@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from producer.client import Batch, Client, Counts
-from producer.demo_api import (
+from producer.demo.api import (
     PAGE_SIZE,
     RATE_PER_S,
     TOKEN_LIFETIME_S,
@@ -38,9 +38,9 @@ from producer.demo_api import (
     plan,
     playlist_pages,
 )
-from producer.localredis import LocalRedis, free_port
-from producer.loopback_api import LoopbackAPI
-from producer.processes import signal_group
+from producer.demo.localredis import LocalRedis, free_port
+from producer.demo.loopback import LoopbackAPI
+from producer.demo.processes import stop_groups
 from producer.progress import ProgressView
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -49,7 +49,7 @@ RESULTS_FILE = "reqworker-demo-results.jsonl"
 WORKERS, CONCURRENCY = 2, 4
 #: Seconds a process gets to finish after SIGTERM before its process group is killed.
 STOP_GRACE_S = 10.0
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The client id and secret reach the workers in their environment, never in this file.
 PROFILE = """\
 [apis.demo]
@@ -280,15 +280,7 @@ class _Processes:
 
     def stop(self) -> None:
         """SIGTERM each process group, SIGKILL what is left after ``STOP_GRACE_S``."""
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.procs.values():
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            signal_group(proc, signal.SIGKILL)  # the process, or anything it left in its group
-            proc.wait()
+        stop_groups(self.procs.values(), STOP_GRACE_S)
 
 
 def _interrupt(signum: int, frame: object) -> None:

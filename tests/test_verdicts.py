@@ -6,7 +6,7 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from worker.outcome import Verdict, api_message, classify_exception, classify_status
+from worker.verdicts import Verdict, api_message, classify_exception, classify_status, retryable_status
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 301, 302, 304])
@@ -17,6 +17,12 @@ def test_2xx_and_unfollowed_3xx_succeed(status: int) -> None:
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 def test_transient_answers_are_retried(status: int) -> None:
     assert classify_status(status, "GET") is Verdict.RETRY
+
+
+def test_the_retryable_statuses_are_the_transient_4xx_and_every_5xx() -> None:
+    """One rule for an API's answers and a token endpoint's (``worker.oauth``)."""
+    assert {status for status in range(100, 700) if retryable_status(status)} == {
+        408, 425, 429, *range(500, 600)}
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 405, 409, 410, 422])

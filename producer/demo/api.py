@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from urllib.parse import parse_qs
 
-from producer.loopback_api import Hit, Reply
+from producer.demo.loopback import Hit, Reply
 
 TOKEN_PATH = "/oauth/token"
 TRACKS = "/v1/tracks/"

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode
 
 import redis
 
-from producer.loopback_api import Hit, LoopbackAPI, Reply
+from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from worker.keys import Keys
 from worker.oauth import OAuth2Authoriser
 from worker.profiles import Profile, parse_profiles
@@ -102,12 +102,12 @@ def oauth_profile(provider: Provider, **auth: Any) -> Profile:
     return parse_profiles(raw, ENV)["svc"]
 
 
-def authoriser(profile: Profile, client: redis.Redis, keys: Keys, **store: Any) -> OAuth2Authoriser:
+def authoriser(profile: Profile, client: redis.Redis[bytes], keys: Keys, **store: Any) -> OAuth2Authoriser:
     """An authoriser as one worker process would have it."""
     return OAuth2Authoriser(profile, TokenStore(client, keys, profile.name, **store))
 
 
-def every_value(client: redis.Redis) -> dict[str, str]:
+def every_value(client: redis.Redis[bytes]) -> dict[str, str]:
     """Every key in the database and its contents, as text."""
     out: dict[str, str] = {}
     for key in client.scan_iter(count=500):

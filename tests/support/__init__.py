@@ -1,7 +1,14 @@
-"""Test helpers: real worker processes, waiting on conditions, profile files."""
+"""Test helpers: real worker processes, waiting on conditions, the environment of a test process.
+
+More in this package: ``stack`` (a running reqworker stack), ``oauth`` (fake OAuth
+providers), ``flower`` (Flower as a subprocess), ``deployfiles`` (reading deploy/),
+``admission`` (a scripted limiter for the gate). The private redis-server and the loopback
+API the fixtures start are ``producer.demo.localredis`` and ``producer.demo.loopback``.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,9 +19,19 @@ from typing import Any, ClassVar
 
 import redis
 
-from producer.processes import stop_group
+from producer.demo.processes import stop_group
 
 REQWORKER = [sys.executable, "-m", "producer.cli"]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def base_env(redis_url: str, apis_path: str, **extra: str) -> dict[str, str]:
+    """The environment of a reqworker process pointed at the test services only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REQWORKER_", "CELERY_"))}
+    env.update(REQWORKER_REDIS_URL=redis_url, REQWORKER_APIS=apis_path,
+               PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(extra)
+    return env
 
 
 def eventually(check: Callable[[], Any], *, within_s: float = 60.0, every_s: float = 0.05,

@@ -1,0 +1,5 @@
+"""``python -m producer.cli``: the same as the ``reqworker`` command."""
+
+from producer.cli import main
+
+main()
