@@ -12,6 +12,7 @@ import redis
 
 from worker.batchcount import BatchCounters
 from worker.keys import Keys
+from worker.lua import script
 
 #: Jobs read from Redis per round trip when following a batch.
 CHUNK = 1000
@@ -56,32 +57,6 @@ class Enqueuing:
         return None
 
 
-#: Claims fingerprints for job ids in the hash KEYS[1] (ARGV: ttl, the fingerprints and
-#: the job ids, each newline-separated): newline-separated, for each pair, "" when it is
-#: the first of its fingerprint, else the id of the job that claimed it first.
-_CLAIM = """
-local function lines(text)
-  local found, at = {}, 1
-  while at <= #text do
-    local stop = string.find(text, '\\n', at, true) or #text + 1
-    found[#found + 1] = string.sub(text, at, stop - 1)
-    at = stop + 1
-  end
-  return found
-end
-local fingerprints, ids, first = lines(ARGV[2]), lines(ARGV[3]), {}
-for i = 1, #fingerprints do
-  if redis.call('HSETNX', KEYS[1], fingerprints[i], ids[i]) == 1 then
-    first[i] = ''
-  else
-    first[i] = redis.call('HGET', KEYS[1], fingerprints[i]) or ''
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return table.concat(first, '\\n')
-"""
-
-
 class BatchStore:
     """Batch records: a hash of facts and counts, a list of jobs, a list of refused lines."""
 
@@ -99,7 +74,7 @@ class BatchStore:
         self._meta_key = meta_key
         #: The URL of this store's Redis, when known (see ``RedisBulkPublisher.shares``).
         self.url = url
-        self._claim = client.register_script(_CLAIM)
+        self._claim = script(client, "batches_claim.lua", package="producer")
 
     def create(self, batch_id: str, name: str | None) -> None:
         now = time.time()

@@ -18,20 +18,21 @@ _REGISTERED = "_reqworker_scripts"
 
 
 @cache
-def source(*names: str) -> str:
-    """The text of the named ``.lua`` files of the ``worker`` package, joined in order.
+def source(*names: str, package: str = "worker") -> str:
+    """The text of the named ``.lua`` files of ``package``, joined in order.
 
     Several names make one script: the first ones define what the last one uses.
     """
-    return "\n".join(files("worker").joinpath(name).read_text(encoding="utf-8") for name in names)
+    return "\n".join(files(package).joinpath(name).read_text(encoding="utf-8") for name in names)
 
 
-def script(client: Any, *names: str) -> Script:
-    """The script made of ``names``, registered on ``client`` the first time it is asked for."""
+def script(client: Any, *names: str, package: str = "worker") -> Script:
+    """The script made of ``names`` (files of ``package``), registered on ``client`` once."""
     registered: dict[tuple[str, ...], Script] | None = getattr(client, _REGISTERED, None)
     if registered is None:
         registered = {}
         setattr(client, _REGISTERED, registered)
-    if names not in registered:
-        registered[names] = client.register_script(source(*names))
-    return registered[names]
+    key = (package, *names)
+    if key not in registered:
+        registered[key] = client.register_script(source(*names, package=package))
+    return registered[key]
