@@ -24,7 +24,8 @@ def test_the_probe_fails_on_a_stale_or_missing_file(tmp_path: Path, monkeypatch:
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "alive"
     monkeypatch.setenv("REQWORKER_ALIVE_FILE", str(path))
-    assert main(["--max-age", "60"]) == 1 and str(path) in capsys.readouterr().err
+    assert main(["--max-age", "60"]) == 1
+    assert str(path) in capsys.readouterr().err
     path.touch()
     assert main(["--max-age", "60"]) == 0
     old = time.time() - 120

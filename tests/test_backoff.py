@@ -47,7 +47,8 @@ def test_retry_after_is_honoured_as_the_countdown() -> None:
 def test_retry_after_longer_than_timeout_fails_at_once() -> None:
     wait = countdown(SEED, 0, retry_after_s=10000)
     assert isinstance(wait, GiveUp)
-    assert "10000" in wait.reason and "85.4" in wait.reason
+    assert "10000" in wait.reason
+    assert "85.4" in wait.reason
 
 
 def test_retry_after_still_spends_an_attempt() -> None:
@@ -72,7 +73,9 @@ def test_only_the_http_forms_of_retry_after_count(value: str) -> None:
 
 def test_a_retry_after_of_thousands_of_digits_is_finite_and_too_long() -> None:
     wait = parse_retry_after("9" * 5000)
-    assert wait is not None and math.isfinite(wait) and wait > SEED.retry_after_max_s
+    assert wait is not None
+    assert math.isfinite(wait)
+    assert wait > SEED.retry_after_max_s
     assert isinstance(countdown(SEED, 0, wait), GiveUp)
 
 
@@ -80,7 +83,8 @@ def test_every_countdown_is_finite_and_within_the_longest_allowed() -> None:
     longest = SEED.longest_countdown_s
     for given in (float("nan"), float("inf"), float("-inf"), -1e12, 1e300, 3.0):
         got = bounded_countdown(given, longest)
-        assert math.isfinite(got) and 0 <= got <= longest
+        assert math.isfinite(got)
+        assert 0 <= got <= longest
     assert bounded_countdown(3.0, longest) == 3.0
     assert isinstance(countdown(SEED, 0, float("nan")), GiveUp)
 

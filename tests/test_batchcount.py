@@ -26,7 +26,8 @@ def _counts(client: redis.Redis[bytes], keys: Keys, batch_id: str) -> Counts:
 def test_a_job_moves_between_waiting_and_retrying_and_is_counted_once(
         client: redis.Redis[bytes], keys: Keys) -> None:
     counters, batch_id = _batch(client, keys, 2)
-    assert counters.waiting(batch_id, "a") and counters.waiting(batch_id, "b")
+    assert counters.waiting(batch_id, "a")
+    assert counters.waiting(batch_id, "b")
     assert not counters.waiting(batch_id, "a")  # again: nothing changes
     assert _counts(client, keys, batch_id) == Counts(pending=0, waiting=2)
     assert counters.retrying(batch_id, "a")
@@ -45,9 +46,11 @@ def test_a_finished_job_is_counted_once_and_never_moves_again(
     # A redelivery, a settle or a late retry of a finished job changes nothing.
     assert not counters.finished(batch_id, "a", ok=True)
     assert not counters.finished(batch_id, "a", ok=False)
-    assert not counters.retrying(batch_id, "a") and not counters.waiting(batch_id, "b")
+    assert not counters.retrying(batch_id, "a")
+    assert not counters.waiting(batch_id, "b")
     counts = _counts(client, keys, batch_id)
-    assert counts == Counts(succeeded=1, failed=1) and counts.finished
+    assert counts == Counts(succeeded=1, failed=1)
+    assert counts.finished
 
 
 def test_counting_for_an_expired_batch_writes_nothing(client: redis.Redis[bytes], keys: Keys) -> None:
@@ -66,7 +69,8 @@ def test_stored_states_map_to_batch_states() -> None:
 def test_counts_keep_waiting_apart_in_totals_and_json() -> None:
     counts = Counts.from_facts({"total": "10", "waiting": "3", "retrying": "2", "succeeded": "4"})
     assert (counts.pending, counts.waiting, counts.retrying) == (1, 3, 2)
-    assert counts.total == 10 and not counts.finished
+    assert counts.total == 10
+    assert not counts.finished
     assert counts.as_dict()["waiting"] == 3
 
 

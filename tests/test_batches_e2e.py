@@ -96,9 +96,11 @@ def test_a_batch_of_200_mixed_jobs_ends_with_every_result_retrievable(
     counts = json.loads(status.stdout)
     good = 200 - len(bad)
     missing = sum(1 for i in range(200) if i % 10 == 5 and (i + 1) not in bad)
-    assert counts["total"] == good and counts["refused"] == len(bad)
+    assert counts["total"] == good
+    assert counts["refused"] == len(bad)
     assert (counts["succeeded"], counts["failed"]) == (good - missing, missing)
-    assert counts["pending"] == counts["retrying"] == 0 and counts["name"] == "mixed"
+    assert counts["pending"] == counts["retrying"] == 0
+    assert counts["name"] == "mixed"
 
     out = tmp_path / "results.jsonl"
     results = run_cli(stack.env, "results", batch_id, "-o", str(out))
@@ -139,7 +141,8 @@ def test_a_worker_killed_outright_loses_no_job(stack: Stack, broker: dict[str, s
     finally:
         survivor.stop()
     record = next(batch.results())
-    assert record["ok"] is True and record["body"] == {"second": 1}
+    assert record["ok"] is True
+    assert record["body"] == {"second": 1}
     assert len(stack.api.hits(path)) == 2
 
 
@@ -147,7 +150,8 @@ def test_a_worker_refuses_a_visibility_timeout_one_attempt_could_outlast(stack: 
     env = dict(stack.env, REQWORKER_VISIBILITY_TIMEOUT="14")  # the stack's profiles: timeout 5
     done = run_cli(env, "worker")
     assert done.returncode == 2
-    assert "REQWORKER_VISIBILITY_TIMEOUT" in done.stderr and "run twice" in done.stderr
+    assert "REQWORKER_VISIBILITY_TIMEOUT" in done.stderr
+    assert "run twice" in done.stderr
 
 
 def test_bad_profiles_stop_the_worker_with_a_clear_message(stack: Stack, tmp_path: Path) -> None:
@@ -161,7 +165,8 @@ def test_bad_profiles_stop_the_worker_with_a_clear_message(stack: Stack, tmp_pat
 
 def test_unknown_batch_is_bad_input(stack: Stack) -> None:
     done = run_cli(stack.env, "status", "no-such-batch")
-    assert done.returncode == 2 and "no batch 'no-such-batch'" in done.stderr
+    assert done.returncode == 2
+    assert "no batch 'no-such-batch'" in done.stderr
 
 
 def test_request_prints_the_result_and_exits_by_outcome(stack: Stack) -> None:
@@ -176,7 +181,8 @@ def test_request_prints_the_result_and_exits_by_outcome(stack: Stack) -> None:
         worker.stop()
     assert ok.returncode == 0, ok.stderr
     record = json.loads(ok.stdout)
-    assert record["key"] == "mine" and record["body"]["query"] == "q=1"
+    assert record["key"] == "mine"
+    assert record["body"]["query"] == "q=1"
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["error"]["message"] == "gone for good"
 
@@ -215,7 +221,8 @@ def test_job_arguments_in_events_show_the_job_and_no_secret(stack: Stack) -> Non
     kinds = {e["type"] for e in mine}
     assert {"task-received", "task-succeeded"} <= kinds
     received = next(e for e in mine if e["type"] == "task-received")
-    assert "bearer GET" in str(received["kwargs"]) and "key=ev" in str(received["kwargs"])
+    assert "bearer GET" in str(received["kwargs"])
+    assert "key=ev" in str(received["kwargs"])
     assert TOKEN not in json.dumps(seen, default=str)
 
 

@@ -62,7 +62,8 @@ def test_4000_jobs_each_key_has_exactly_one_result(stack: Stack, workers: list[W
     results = tmp_path / "results.jsonl"
     assert run_cli(stack.env, "results", batch_id, "-o", str(results)).returncode == 0
     keys = [json.loads(line)["key"] for line in results.read_text().splitlines()]
-    assert len(keys) == 4_000 and set(keys) == {f"k{i}" for i in range(4_000)}
+    assert len(keys) == 4_000
+    assert set(keys) == {f"k{i}" for i in range(4_000)}
     status = json.loads(run_cli(stack.env, "status", batch_id, "--json").stdout)
     assert (status["succeeded"], status["failed"], status["pending"]) == (4_000, 0, 0)
 
@@ -79,7 +80,8 @@ def test_a_paginated_collection_yields_one_result_per_page_in_one_batch(
     assert sorted(r["page"] for r in records) == list(range(1, 9))
     items = [i for r in sorted(records, key=lambda r: r["page"]) for i in r["body"]["items"]]
     assert items == list(range(37))
-    assert {r["key"] for r in records} == {"all"} and {r["batch_id"] for r in records} == {batch.id}
+    assert {r["key"] for r in records} == {"all"}
+    assert {r["batch_id"] for r in records} == {batch.id}
 
 
 def test_max_pages_stops_following(stack: Stack, workers: list[WorkerProcess]) -> None:
@@ -112,11 +114,14 @@ def test_watch_prints_plain_progress_lines_when_piped(
         + [{"api": "fast", "path": path}])
     watched = run_cli(stack.env, "watch", report.batch.id)
     assert watched.returncode == 1
-    assert "\r" not in watched.stderr and "\033" not in watched.stderr
+    assert "\r" not in watched.stderr
+    assert "\033" not in watched.stderr
     *progress, summary = watched.stderr.strip().splitlines()
-    assert progress[-1].startswith("31/31 done, ") and "failed 1" in progress[-1]
+    assert progress[-1].startswith("31/31 done, ")
+    assert "failed 1" in progress[-1]
     assert "jobs finished while watching" in summary
-    assert "succeeded  30" in watched.stdout and "failed     1" in watched.stdout
+    assert "succeeded  30" in watched.stdout
+    assert "failed     1" in watched.stdout
 
 
 def test_retry_failed_enqueues_only_the_failed_jobs_as_a_new_batch(

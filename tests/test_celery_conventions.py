@@ -48,7 +48,8 @@ def test_a_user_module_adds_celery_settings_over_reqworkers(tmp_path: Path,
                         "broker_pool_limit = 3\n_private = 1\n")
     monkeypatch.syspath_prepend(extra["PYTHONPATH"])
     conf = celery_settings(Settings.from_env({"REQWORKER_CELERY_CONFIG": "mycelery"}))
-    assert conf["worker_prefetch_multiplier"] == 4 and conf["broker_pool_limit"] == 3
+    assert conf["worker_prefetch_multiplier"] == 4
+    assert conf["broker_pool_limit"] == 3
     assert conf["task_acks_late"] is True, "reqworker's own settings stay"
 
 
@@ -71,7 +72,8 @@ def test_a_missing_user_module_is_named() -> None:
 
 def test_version_is_the_package_version() -> None:
     done = run_cli(dict(os.environ), "--version")
-    assert done.returncode == 0 and done.stdout.strip() == f"reqworker, version {version('reqworker')}"
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"reqworker, version {version('reqworker')}"
 
 
 # --- with real workers ------------------------------------------------------------------------
@@ -101,11 +103,13 @@ def test_celery_a_worker_app_refuses_what_reqworker_worker_refuses(stack: Stack)
                             text=True, timeout=120)
     ours = run_cli(unnamed, "worker")
     assert theirs.returncode == ours.returncode == 2
-    assert theirs.stderr.strip() == ours.stderr.strip() and "REQWORKER_SENTINEL_MASTER" in ours.stderr
+    assert theirs.stderr.strip() == ours.stderr.strip()
+    assert "REQWORKER_SENTINEL_MASTER" in ours.stderr
     down = dict(stack.env, REQWORKER_REDIS_URL="redis://127.0.0.1:1/0")
     theirs = subprocess.run([*CELERY_WORKER, "--pool", "threads"], env=down, capture_output=True,
                             text=True, timeout=120)
-    assert theirs.returncode == 1 and "cannot connect" in theirs.stderr, theirs.stderr
+    assert theirs.returncode == 1, theirs.stderr
+    assert "cannot connect" in theirs.stderr, theirs.stderr
 
 
 @pytest.mark.integration
@@ -118,7 +122,8 @@ def test_celery_a_worker_app_runs_jobs_with_the_users_settings(stack: Stack) -> 
     try:
         assert "concurrency: 3 (thread)" in worker.log()
         record = stack.run({"api": "fast", "path": "/conv/plain"})
-        assert record["ok"] and record["status_code"] == 200
+        assert record["ok"]
+        assert record["status_code"] == 200
     finally:
         worker.stop()
 
@@ -142,7 +147,9 @@ def test_asyncresult_get_returns_the_record_or_raises_jobfailed(stack: Stack) ->
     try:
         _, ok_id = stack.client.submit({"api": "fast", "path": "/conv/found", "key": "k1"})
         record = AsyncResult(ok_id, app=stack.client.app).get(timeout=60)
-        assert record["ok"] and record["key"] == "k1" and record["job_id"] == ok_id
+        assert record["ok"]
+        assert record["key"] == "k1"
+        assert record["job_id"] == ok_id
         _, bad_id = stack.client.submit({"api": "fast", "path": "/conv/missing"})
         with pytest.raises(JobFailed) as failed:
             AsyncResult(bad_id, app=stack.client.app).get(timeout=60)

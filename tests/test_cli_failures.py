@@ -91,7 +91,8 @@ def assert_one_line(code: int, stderr: str, argv: list[str], *words: str) -> Non
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 1, f"{argv}: exit {code}\n{stderr}"
     assert "Traceback" not in stderr, stderr
-    assert len(lines) == 1 and lines[0].startswith("reqworker: "), f"{argv}:\n{stderr}"
+    assert len(lines) == 1, f"{argv}:\n{stderr}"
+    assert lines[0].startswith("reqworker: "), f"{argv}:\n{stderr}"
     for word in words:
         assert word in lines[0], f"{argv}: {word!r} not in {lines[0]!r}"
 
@@ -121,9 +122,12 @@ def full(tmp_path_factory: pytest.TempPathFactory
         batch_id = client.submit_many([{"api": "p", "path": "/x"}]).batch.id
         direct = redis.Redis.from_url(server.url)
         direct.config_set("maxmemory", "1mb")
-        with pytest.raises(redis.exceptions.OutOfMemoryError):  # type: ignore[attr-defined]  # (old stubs)
+        def fill() -> None:
             for i in range(10_000):
                 direct.set(f"filler:{i}", b"x" * 10_000)
+
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # type: ignore[attr-defined]  # (old stubs)
+            fill()
         yield env, batch_id, tmp
 
 
@@ -188,7 +192,8 @@ NOWHERE = "redis://127.0.0.1:9/0"
 def assert_names_the_setting(code: int, stderr: str, what: object) -> None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2, f"{what}: exit {code}\n{stderr}"
-    assert "Traceback" not in stderr and len(lines) == 1, f"{what}:\n{stderr}"
+    assert "Traceback" not in stderr, f"{what}:\n{stderr}"
+    assert len(lines) == 1, f"{what}:\n{stderr}"
     assert lines[0].startswith("reqworker: REQWORKER_VISIBILITY_TIMEOUT="), f"{what}: {lines[0]!r}"
 
 
@@ -221,4 +226,5 @@ def test_importing_the_apps_reads_no_setting(value: str, tmp_path: Path) -> None
             "print('imported')")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "imported", done.stderr

@@ -28,7 +28,8 @@ def pins() -> dict[str, str]:
         if not line:
             continue
         name, sep, pinned = line.partition("==")
-        assert sep and pinned, f"constraints.txt: {line!r} is not NAME==VERSION"
+        assert sep, f"constraints.txt: {line!r} is not NAME==VERSION"
+        assert pinned, f"constraints.txt: {line!r} is not NAME==VERSION"
         out[canonicalize_name(name)] = pinned
     return out
 
@@ -71,7 +72,8 @@ def test_the_lint_tools_are_pinned_exactly() -> None:
     for req in requirements("dev"):
         if req.name in ("ruff", "mypy"):
             [spec] = list(req.specifier)
-            assert spec.operator == "==" and spec.version == pinned[req.name], req
+            assert spec.operator == "==", req
+            assert spec.version == pinned[req.name], req
 
 
 def test_this_environment_runs_the_pinned_versions() -> None:
@@ -84,5 +86,6 @@ def test_this_environment_runs_the_pinned_versions() -> None:
 
 def test_dev_py_and_ci_install_with_the_constraints() -> None:
     dev = (ROOT / "dev.py").read_text()
-    assert re.search(r'"-c", str\(CONSTRAINTS\)', dev) and 'ROOT / "constraints.txt"' in dev
+    assert re.search(r'"-c", str\(CONSTRAINTS\)', dev)
+    assert 'ROOT / "constraints.txt"' in dev
     assert "dev.py test" in (ROOT / ".ci" / "run").read_text()

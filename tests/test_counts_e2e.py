@@ -35,7 +35,8 @@ def test_a_paused_job_counts_as_waiting_and_a_backed_off_one_as_retrying(stack: 
         eventually(lambda: backing_off.status().retrying == 1, what="the 429 job retrying")
         eventually(lambda: paced.status().waiting == 1, what="the paced job waiting")
         shown = json.loads(run_cli(stack.env, "status", paced.id, "--json").stdout)
-        assert backing_off.status().waiting == 0 and paced.status().retrying == 0
+        assert backing_off.status().waiting == 0
+        assert paced.status().retrying == 0
         backing_off.wait(poll_s=0.2, timeout_s=120)
         final = paced.wait(poll_s=0.2, timeout_s=120)
     finally:
@@ -44,7 +45,8 @@ def test_a_paused_job_counts_as_waiting_and_a_backed_off_one_as_retrying(stack: 
     # What Flower shows of the waiting job (its task-retried event, logged as well):
     # what it waits for, not a failure.
     retried = [line for line in worker.log().splitlines() if f"[{paced_id}] retry:" in line]
-    assert retried and all("WaitLater(" in line and "paused (Retry-After)" in line
+    assert retried
+    assert all("WaitLater(" in line and "paused (Retry-After)" in line
                            for line in retried)
     assert (final.succeeded, final.waiting, final.retrying) == (1, 0, 0)
 
@@ -66,12 +68,14 @@ def test_a_count_that_never_came_is_settled_by_watch_and_rebuilt_by_recount(stac
 
     watched = run_cli(stack.env, "watch", batch.id)
     assert watched.returncode == 0, watched.stderr
-    assert "succeeded  3" in watched.stdout and batch.status().finished
+    assert "succeeded  3" in watched.stdout
+    assert batch.status().finished
 
     store.client.hset(store.keys.batch(batch.id),
                       mapping={"succeeded": 0, "failed": 7, "retrying": 2, "waiting": 1})
     recounted = run_cli(stack.env, "recount", batch.id)
     assert recounted.returncode == 0, recounted.stderr
-    assert "succeeded  3" in recounted.stdout and "failed 7 -> 0" in recounted.stderr
+    assert "succeeded  3" in recounted.stdout
+    assert "failed 7 -> 0" in recounted.stderr
     counts = batch.status()
     assert (counts.succeeded, counts.failed, counts.retrying, counts.waiting) == (3, 0, 0, 0)

@@ -62,7 +62,8 @@ def test_the_demo_runs_end_to_end_and_stops_all_it_started(tmp_path: Path) -> No
     out = done.stdout
     assert _redis_port(out) != "6379"
     assert "Flower" not in out
-    assert "done in " in out and "stopped the workers, the demo API and the private Redis" in out
+    assert "done in " in out
+    assert "stopped the workers, the demo API and the private Redis" in out
 
     # 2 playlists (2 and 3 pages), 34 tracks, then 4 of them again. Of tracks 1..34, 25
     # answers 404 and 17 is always 503 (4 retries); 9 gets one 429, 3 and 23 one 500,
@@ -77,11 +78,13 @@ def test_the_demo_runs_end_to_end_and_stops_all_it_started(tmp_path: Path) -> No
     apis = re.search(r"^profile 'demo'\s+(\S+)", out, re.MULTILINE)
     assert apis, out
     profile = Path(apis.group(1)).read_text()
-    assert 'kind = "oauth2"' in profile and 'rate_limit = "150/s"' in profile
+    assert 'kind = "oauth2"' in profile
+    assert 'rate_limit = "150/s"' in profile
     assert 'client_secret = "${DEMO_CLIENT_SECRET}"' in profile
 
     results = tmp_path / "reqworker-demo-results.jsonl"
-    assert str(results) in out and "jq -c 'select(.ok | not)" in out
+    assert str(results) in out
+    assert "jq -c 'select(.ok | not)" in out
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(records) == 43
     failed = {r["key"]: r for r in records if not r["ok"]}
@@ -123,6 +126,7 @@ def test_ctrl_c_stops_the_demo_flower_and_everything_it_started(tmp_path: Path) 
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-    assert "interrupted" in out and "stopped the workers, Flower," in out
+    assert "interrupted" in out
+    assert "stopped the workers, Flower," in out
     assert not (tmp_path / "reqworker-demo-results.jsonl").exists()
     assert _left_behind(env, _redis_port(out)) == []

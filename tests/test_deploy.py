@@ -164,7 +164,8 @@ def parse_bytes(value: str) -> int:
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    assert docs and all(isinstance(d, dict) for d in docs), f"{path.name}: not YAML mappings"
+    assert docs, f"{path.name}: not YAML mappings"
+    assert all(isinstance(d, dict) for d in docs), f"{path.name}: not YAML mappings"
     return docs
 
 
@@ -201,8 +202,9 @@ def dockerfile() -> list[tuple[str, str]]:
 
 def docker_exec_form(args: str, what: str) -> list[str]:
     value = json.loads(args)
-    assert isinstance(value, list) and all(isinstance(v, str) for v in value), \
-        f"Dockerfile {what} must use the exec (JSON) form, so signals reach the process"
+    why = f"Dockerfile {what} must use the exec (JSON) form, so signals reach the process"
+    assert isinstance(value, list), why
+    assert all(isinstance(v, str) for v in value), why
     return value
 
 
@@ -223,7 +225,8 @@ def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
             current = sections.setdefault(line[1:-1], {})
             continue
         key, sep, value = line.partition("=")
-        assert sep and current is not None, f"{path.name}: cannot read {raw!r}"
+        assert sep, f"{path.name}: cannot read {raw!r}"
+        assert current is not None, f"{path.name}: cannot read {raw!r}"
         current.setdefault(key.strip(), []).append(value.strip())
     return sections
 
@@ -355,7 +358,8 @@ def test_the_image_is_built_from_python_311_or_newer() -> None:
     assert froms
     for image in froms:
         match = re.fullmatch(r"python:3\.(\d+)(-[a-z0-9.-]+)?", image)
-        assert match and int(match.group(1)) >= 11, image
+        assert match, image
+        assert int(match.group(1)) >= 11, image
 
 
 def test_the_image_copies_everything_the_package_build_needs() -> None:
@@ -410,11 +414,13 @@ def test_the_image_runs_reqworker_as_a_numeric_non_root_user() -> None:
     steps = dockerfile()
     entry = docker_exec_form(next(a for w, a in steps if w == "ENTRYPOINT"), "ENTRYPOINT")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert entry == ["reqworker"] and "reqworker" in project["project"]["scripts"]
+    assert entry == ["reqworker"]
+    assert "reqworker" in project["project"]["scripts"]
     cli_command(docker_exec_form(next(a for w, a in steps if w == "CMD"), "CMD"), "Dockerfile CMD")
     user = [a for w, a in steps if w == "USER"][-1]
     uid = user.partition(":")[0]
-    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric uid (runAsNonRoot checks it)"
+    assert uid.isdigit(), "USER must be a numeric uid (runAsNonRoot checks it)"
+    assert int(uid) != 0, "USER must not be root"
     for deployment in ("reqworker-worker", "reqworker-flower"):
         pod = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsUser"] == int(uid)
@@ -451,7 +457,9 @@ def test_compose_runs_redis_with_its_config_and_a_volume() -> None:
 
 def test_compose_workers_can_be_scaled_and_stop_gracefully() -> None:
     worker = compose()["services"]["worker"]
-    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "hostname" not in worker
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
     assert parse_seconds(worker["stop_grace_period"]) >= grace_needed_s()
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -483,7 +491,8 @@ def test_compose_mounts_and_env_files_exist() -> None:
             if target.endswith("apis.toml"):
                 assert compose_env(service).get("REQWORKER_APIS", target) == target
         for env_name in service["env_file"]:
-            assert env_name == "reqworker.env" and ENV_EXAMPLE.exists()
+            assert env_name == "reqworker.env"
+            assert ENV_EXAMPLE.exists()
 
 
 def test_compose_sets_only_variables_something_reads() -> None:
@@ -524,7 +533,8 @@ def test_systemd_commands_are_reqworker_commands() -> None:
 
 def test_the_systemd_worker_stops_gracefully() -> None:
     service = units()["reqworker-worker@.service"]["Service"]
-    assert service["KillMode"] == ["mixed"] and service["KillSignal"] == ["SIGTERM"]
+    assert service["KillMode"] == ["mixed"]
+    assert service["KillSignal"] == ["SIGTERM"]
     assert parse_seconds(service["TimeoutStopSec"][-1]) >= grace_needed_s()
     assert "%i" in service["ExecStart"][-1], "each instance needs its own node name"
 
@@ -533,7 +543,8 @@ def test_the_systemd_redis_runs_the_shared_config() -> None:
     service = units()["reqworker-redis.service"]["Service"]
     argv = shlex.split(service["ExecStart"][-1])
     assert Path(argv[0]).name == "redis-server"
-    assert Path(argv[1]).name == "redis.conf" and (DEPLOY / "redis.conf").exists()
+    assert Path(argv[1]).name == "redis.conf"
+    assert (DEPLOY / "redis.conf").exists()
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
@@ -551,7 +562,8 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
         paths.append(str(target))
     done = subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    assert done.returncode == 0, done.stderr
+    assert not done.stderr.strip(), done.stderr
 
 
 # --- Kubernetes -------------------------------------------------------------------------------
@@ -580,7 +592,8 @@ def test_k8s_objects_are_well_formed() -> None:
             labels = obj["spec"]["template"]["metadata"]["labels"]
             assert selector.items() <= labels.items(), obj["metadata"]["name"]
             for container in obj["spec"]["template"]["spec"]["containers"]:
-                assert container["image"] and container.get("resources"), container["name"]
+                assert container["image"], container["name"]
+                assert container.get("resources"), container["name"]
 
 
 def test_k8s_commands_are_reqworker_commands() -> None:
@@ -642,7 +655,8 @@ def test_k8s_worker_liveness_asks_neither_the_broker_nor_the_fleet() -> None:
     max_age_s = float(command[command.index("--max-age") + 1])
     # A stale heartbeat, not a slow probe, is what fails it; the heartbeat is far more frequent.
     from worker.alive import EVERY_S
-    assert max_age_s >= 4 * EVERY_S and probe["timeoutSeconds"] >= 5
+    assert max_age_s >= 4 * EVERY_S
+    assert probe["timeoutSeconds"] >= 5
     assert "readinessProbe" not in k8s_container("reqworker-worker", "worker")
 
 
@@ -651,7 +665,8 @@ def test_k8s_a_disruption_budget_keeps_workers_running_through_a_drain() -> None
     worker = k8s_object("Deployment", "reqworker-worker")["spec"]
     labels = worker["template"]["metadata"]["labels"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
-    assert budget.get("maxUnavailable") == 1 and "minAvailable" not in budget
+    assert budget.get("maxUnavailable") == 1
+    assert "minAvailable" not in budget
     assert worker["replicas"] > budget["maxUnavailable"], "a drain must leave a worker running"
 
 
@@ -693,7 +708,8 @@ def test_k8s_flower_is_one_replica_behind_a_service_prometheus_can_find() -> Non
     labels = flower["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     port = service["spec"]["ports"][0]
-    assert port["port"] == FLOWER_PORT and port["targetPort"] == "http"
+    assert port["port"] == FLOWER_PORT
+    assert port["targetPort"] == "http"
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics"
     assert annotations["prometheus.io/port"] == str(FLOWER_PORT)
@@ -814,11 +830,14 @@ def scrape_jobs(path: Path) -> dict[str, dict[str, Any]]:
 def test_compose_workers_serve_metrics_where_prometheus_looks() -> None:
     worker = compose()["services"]["worker"]
     ctx = cli_command(worker["command"], "compose worker")
-    assert ctx.params["metrics_port"] == METRICS_PORT and ctx.params["metrics_address"] == "0.0.0.0"
+    assert ctx.params["metrics_port"] == METRICS_PORT
+    assert ctx.params["metrics_address"] == "0.0.0.0"
     assert str(METRICS_PORT) in worker["expose"]
     jobs = scrape_jobs(PROMETHEUS / "compose.yml")
     dns = jobs["reqworker-workers"]["dns_sd_configs"][0]
-    assert dns["names"] == ["worker"] and dns["type"] == "A" and dns["port"] == METRICS_PORT
+    assert dns["names"] == ["worker"]
+    assert dns["type"] == "A"
+    assert dns["port"] == METRICS_PORT
     assert jobs["reqworker-flower"]["static_configs"][0]["targets"] == [f"flower:{FLOWER_PORT}"]
 
 
@@ -838,15 +857,18 @@ def test_compose_monitoring_runs_prometheus_and_grafana_with_the_dashboard() -> 
     provider = yaml_docs(provisioning / "dashboards" / "reqworker.yaml")[0]["providers"][0]
     folder = provider["options"]["path"]
     shown = [t for t, source in mounts.items() if source == (GRAFANA / "reqworker-dashboard.json").resolve()]
-    assert shown and Path(shown[0]).parent == Path(folder)
+    assert shown
+    assert Path(shown[0]).parent == Path(folder)
     source = yaml_docs(provisioning / "datasources" / "prometheus.yaml")[0]["datasources"][0]
-    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
 
 
 def test_k8s_worker_pods_serve_metrics_prometheus_finds() -> None:
     container = k8s_container("reqworker-worker", "worker")
     ctx = cli_command(container["args"], "k8s worker")
-    assert ctx.params["metrics_port"] == METRICS_PORT and ctx.params["metrics_address"] == "0.0.0.0"
+    assert ctx.params["metrics_port"] == METRICS_PORT
+    assert ctx.params["metrics_address"] == "0.0.0.0"
     assert {"name": "metrics", "containerPort": METRICS_PORT} in container["ports"]
     annotations = k8s_object("Deployment", "reqworker-worker")["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
@@ -863,7 +885,8 @@ def test_systemd_workers_serve_metrics_on_their_instance_port() -> None:
     exec_start = units()["reqworker-worker@.service"]["Service"]["ExecStart"][-1]
     argv = shlex.split(exec_start.replace("%i", "9101").replace("%H", "host"))
     ctx = cli_command(argv[1:], "systemd worker")
-    assert ctx.params["metrics_port"] == 9101 and ctx.params["hostname"] == "worker9101@host"
+    assert ctx.params["metrics_port"] == 9101
+    assert ctx.params["hostname"] == "worker9101@host"
     targets = scrape_jobs(PROMETHEUS / "systemd.yml")["reqworker-workers"]["static_configs"][0]["targets"]
     for target in targets:
         port = int(target.rsplit(":", 1)[1])
@@ -966,7 +989,8 @@ def test_redis_settings_keep_jobs_across_a_restart_behind_a_password(variant: st
     first = RedisWith(args, tmp_path, password=redis_password())
     try:
         config = first.client.config_get("*")
-        assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+        assert config["appendonly"] == "yes"
+        assert config["appendfsync"] == "everysec"
         assert config["maxmemory-policy"] == "noeviction"
         assert config["save"].strip(), "RDB snapshots for backups"
         # Redis refuses writes before its container (or unit) is killed for memory.
@@ -1106,7 +1130,8 @@ def test_the_flower_healthchecks_pass_without_a_login(stack: Stack) -> None:
     flower = FlowerProcess(stack.env, stack.tmp / "deploy-flower.log").wait_ready()
     try:
         check = compose()["services"]["flower"]["healthcheck"]["test"]
-        assert check[0] == "CMD" and check[1] == "python"
+        assert check[0] == "CMD"
+        assert check[1] == "python"
         argv = [sys.executable, *[a.replace(f"127.0.0.1:{FLOWER_PORT}", f"127.0.0.1:{flower.port}")
                                   for a in check[2:]]]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -1115,6 +1140,7 @@ def test_the_flower_healthchecks_pass_without_a_login(stack: Stack) -> None:
         # Probes and Prometheus come without credentials (see deploy/README.md).
         assert flower.get(path, auth=None).status_code == 200
         metrics = flower.get("/metrics", auth=None)
-        assert metrics.status_code == 200 and "flower_" in metrics.text
+        assert metrics.status_code == 200
+        assert "flower_" in metrics.text
     finally:
         flower.stop()

@@ -69,13 +69,13 @@ def holding() -> Iterator[HoldingAPI]:
 
 @pytest.fixture
 def stack(redis_server: LocalRedis, holding: HoldingAPI, broker: dict[str, str],
-          tmp_path: Path) -> Iterator[Stack]:
+          tmp_path: Path) -> Stack:
     apis = tmp_path / "apis.toml"
     apis.write_text(PROFILE.format(url=holding.api.url))
     env = base_env(redis_server.url, str(apis), REQWORKER_VISIBILITY_TIMEOUT=VISIBILITY_TIMEOUT_S,
                    REQWORKER_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}", **broker)
     client = Client(Settings.from_env(env), load_profiles(apis, env))
-    yield Stack(holding.api, env, client, tmp_path)
+    return Stack(holding.api, env, client, tmp_path)
 
 
 def test_a_worker_killed_after_storing_a_result_or_mid_post_loses_no_count_and_resends_no_post(
@@ -119,10 +119,12 @@ def test_a_worker_killed_after_storing_a_result_or_mid_post_loses_no_count_and_r
     finally:
         survivor.stop()
     assert f"job {job_id} already finished" in survivor.log()
-    assert stored.status().succeeded == 1 and len(stack.api.hits(f"/echo/{run}")) == 1
+    assert stored.status().succeeded == 1
+    assert len(stack.api.hits(f"/echo/{run}")) == 1
 
     records = {r["key"]: r for r in in_flight.results()}
-    assert counts.total == len(held) and counts.failed == len(unsafe)
+    assert counts.total == len(held)
+    assert counts.failed == len(unsafe)
     for path in unsafe:
         assert len(stack.api.hits(path)) == 1, path
         error = records[path]["error"]
@@ -148,7 +150,8 @@ def test_a_job_given_as_a_string_fails_clearly_and_the_worker_goes_on(
         worker.stop()
     # The JobFailed the task raised carries the result record, as stored.
     record = json.loads(stack.client.store.metas([job_id])[0] or b"{}")["result"]["exc_message"][0]
-    assert record["ok"] is False and record["error"]["type"] == "JobError"
+    assert record["ok"] is False
+    assert record["error"]["type"] == "JobError"
     assert "a job is a JSON object, not str" in record["error"]["message"]
     assert after["ok"] is True
     assert "ValueError" not in worker.log()

@@ -118,8 +118,10 @@ def job(**fields: Any) -> dict[str, Any]:
 def test_a_2xx_is_done_with_the_parsed_body_and_one_attempt() -> None:
     outcome = executor(ScriptedAdapter(Reply())).run(job(), Spent(), CTX)
     assert isinstance(outcome, Done)
-    assert outcome.record["ok"] is True and outcome.record["body"] == {"ok": True}
-    assert outcome.record["attempts"] == 1 and outcome.record["key"] == "k"
+    assert outcome.record["ok"] is True
+    assert outcome.record["body"] == {"ok": True}
+    assert outcome.record["attempts"] == 1
+    assert outcome.record["key"] == "k"
 
 
 def test_the_profiles_credentials_are_sent() -> None:
@@ -131,9 +133,12 @@ def test_the_profiles_credentials_are_sent() -> None:
 def test_a_5xx_is_retried_with_the_seeds_backoff_then_given_up() -> None:
     run = executor(ScriptedAdapter(Reply(503))).run
     first = run(job(), Spent(), CTX)
-    assert isinstance(first, RunAgain) and first.backoff and first.countdown_s == 0.5
+    assert isinstance(first, RunAgain)
+    assert first.backoff
+    assert first.countdown_s == 0.5
     second = run(job(), first.spent, CTX)
-    assert isinstance(second, RunAgain) and second.countdown_s == 1.0
+    assert isinstance(second, RunAgain)
+    assert second.countdown_s == 1.0
     last = run(job(), second.spent, CTX)
     assert isinstance(last, Failed)
     assert "max retries exceeded" in last.record["error"]["message"]
@@ -144,7 +149,8 @@ def test_a_retry_after_is_the_countdown_and_pauses_the_profile() -> None:
     gate = StubGate()
     outcome = executor(ScriptedAdapter(Reply(429, headers={"Retry-After": "2"})), gate).run(
         job(), Spent(), CTX)
-    assert isinstance(outcome, RunAgain) and outcome.countdown_s == 2.0
+    assert isinstance(outcome, RunAgain)
+    assert outcome.countdown_s == 2.0
     assert gate.paused == [2.0]
 
 
@@ -159,51 +165,66 @@ def test_a_401_renews_the_token_once_and_retries_at_once_without_spending_a_retr
     auth = StubAuthoriser()
     run = executor(ScriptedAdapter(Reply(401)), auth=auth).run
     first = run(job(), Spent(), CTX)
-    assert isinstance(first, RunAgain) and first.countdown_s == 0.0 and not first.backoff
-    assert first.spent.reauths == 1 and first.spent.retries == 0 and auth.renewals == 1
+    assert isinstance(first, RunAgain)
+    assert first.countdown_s == 0.0
+    assert not first.backoff
+    assert first.spent.reauths == 1
+    assert first.spent.retries == 0
+    assert auth.renewals == 1
     second = run(job(), first.spent, CTX)
-    assert isinstance(second, Failed) and "even after they were renewed" in second.record["error"]["message"]
+    assert isinstance(second, Failed)
+    assert "even after they were renewed" in second.record["error"]["message"]
 
 
 def test_a_401_with_credentials_that_cannot_be_renewed_fails() -> None:
     outcome = executor(ScriptedAdapter(Reply(401)), auth=StubAuthoriser(can_renew=False)).run(
         job(), Spent(), CTX)
-    assert isinstance(outcome, Failed) and "cannot be renewed" in outcome.record["error"]["message"]
+    assert isinstance(outcome, Failed)
+    assert "cannot be renewed" in outcome.record["error"]["message"]
 
 
 def test_a_wait_at_the_gate_spends_no_attempt_and_keeps_the_reserved_slot() -> None:
     gate = StubGate([Wait(3.0, "waits for its slot", slot_at=1234.5)])
     adapter = ScriptedAdapter(Reply())
     outcome = executor(adapter, gate).run(job(), Spent(), CTX)
-    assert isinstance(outcome, RunAgain) and not outcome.backoff and outcome.countdown_s == 3.0
-    assert outcome.spent.attempts == 0 and outcome.spent.waits == 1
-    assert outcome.spent.slot_at_ms == 1_234_500 and adapter.sent == []
+    assert isinstance(outcome, RunAgain)
+    assert not outcome.backoff
+    assert outcome.countdown_s == 3.0
+    assert outcome.spent.attempts == 0
+    assert outcome.spent.waits == 1
+    assert outcome.spent.slot_at_ms == 1_234_500
+    assert adapter.sent == []
     again = executor(ScriptedAdapter(Reply()), gate := StubGate()).run(job(), outcome.spent, CTX)
-    assert isinstance(again, Done) and gate.asked == [{"slot_at": 1234.5, "waits": 1}]
+    assert isinstance(again, Done)
+    assert gate.asked == [{"slot_at": 1234.5, "waits": 1}]
 
 
 def test_a_wait_longer_than_the_job_may_wait_fails_it() -> None:
     gate = StubGate([Refused("paused for too long")])
     outcome = executor(ScriptedAdapter(Reply()), gate).run(job(), Spent(), CTX)
-    assert isinstance(outcome, Failed) and outcome.record["error"]["type"] == "RateLimitError"
+    assert isinstance(outcome, Failed)
+    assert outcome.record["error"]["type"] == "RateLimitError"
 
 
 def test_a_post_is_not_resent_after_a_failure_that_may_have_reached_the_api() -> None:
     dropped = Reply(error=requests.exceptions.ReadTimeout("read timed out"))
     outcome = executor(ScriptedAdapter(dropped)).run(job(method="POST", json={"a": 1}), Spent(), CTX)
-    assert isinstance(outcome, Failed) and "retry_unsafe" in outcome.record["error"]["message"]
+    assert isinstance(outcome, Failed)
+    assert "retry_unsafe" in outcome.record["error"]["message"]
 
 
 def test_a_post_that_never_left_is_retried() -> None:
     refused = Reply(error=requests.exceptions.ConnectTimeout("connect timed out"))
     outcome = executor(ScriptedAdapter(refused)).run(job(method="POST", json={"a": 1}), Spent(), CTX)
-    assert isinstance(outcome, RunAgain) and outcome.backoff
+    assert isinstance(outcome, RunAgain)
+    assert outcome.backoff
 
 
 @pytest.mark.parametrize("message", [{"api": "nope", "path": "/x"}, {"api": "api"}, {"path": "/x"}])
 def test_a_message_that_is_no_valid_job_fails_with_a_job_error(message: dict[str, Any]) -> None:
     outcome = executor(ScriptedAdapter(Reply())).run(message, Spent(), CTX)
-    assert isinstance(outcome, Failed) and outcome.record["error"]["type"] == "JobError"
+    assert isinstance(outcome, Failed)
+    assert outcome.record["error"]["type"] == "JobError"
 
 
 def test_the_token_never_reaches_a_failures_message() -> None:
@@ -224,8 +245,10 @@ def test_the_worker_and_the_producer_write_records_alike() -> None:
 
     done = executor(ScriptedAdapter(Reply())).run(job(), Spent(), CTX)
     failed = executor(ScriptedAdapter(Reply(404))).run(job(), Spent(), CTX)
-    assert isinstance(done, Done) and isinstance(failed, Failed)
-    assert list(done.record) == RECORD_FIELDS[:-1] and list(failed.record) == RECORD_FIELDS
+    assert isinstance(done, Done)
+    assert isinstance(failed, Failed)
+    assert list(done.record) == RECORD_FIELDS[:-1]
+    assert list(failed.record) == RECORD_FIELDS
     lost = {"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": ["gone"]}}
     entry = {"id": "job-2", "job": {"api": "api", "method": "GET", "url": f"{BASE}/x", "key": "k2"}}
     assert record_of(entry, "batch-1", lost) == {

@@ -56,29 +56,37 @@ def test_the_login_goes_to_flower_in_the_environment_never_on_the_command_line()
                          "--address=0.0.0.0"]
     assert plan.env[FLOWER_AUTH_ENV] == f"{USER}:{PASSWORD},b:c:d"
     assert plan.env["PATH"] == "/bin"
-    assert plan.login and plan.address == "0.0.0.0" and not plan.notices
+    assert plan.login
+    assert plan.address == "0.0.0.0"
+    assert not plan.notices
     assert not any(PASSWORD in arg for arg in plan.argv)
 
 
 def test_without_a_login_flower_listens_on_loopback_only_and_says_so() -> None:
     plan = plan_flower(5555, "0.0.0.0", {FLOWER_AUTH_ENV: ""})
-    assert plan.address == LOOPBACK and "--address=127.0.0.1" in plan.argv
-    assert not plan.login and plan.env[FLOWER_AUTH_ENV].startswith("reqworker:")
+    assert plan.address == LOOPBACK
+    assert "--address=127.0.0.1" in plan.argv
+    assert not plan.login
+    assert plan.env[FLOWER_AUTH_ENV].startswith("reqworker:")
     assert len(plan.notices) == 2
     assert plan.env[FLOWER_AUTH_ENV] in plan.notices[0]  # the made-up login, shown once
-    assert AUTH_ENV in plan.notices[1] and "127.0.0.1 only" in plan.notices[1]
+    assert AUTH_ENV in plan.notices[1]
+    assert "127.0.0.1 only" in plan.notices[1]
     assert "0.0.0.0" in plan.notices[1]
 
 
 def test_on_loopback_without_a_login_it_still_says_there_is_none() -> None:
     plan = plan_flower(5555, "127.0.0.1", {})
-    assert plan.address == LOOPBACK and not plan.login
+    assert plan.address == LOOPBACK
+    assert not plan.login
     assert any(AUTH_ENV in notice for notice in plan.notices)
 
 
 def test_flowers_own_variable_is_honoured() -> None:
     plan = plan_flower(5555, "0.0.0.0", {FLOWER_AUTH_ENV: "a:b"})
-    assert plan.login and plan.address == "0.0.0.0" and plan.env[FLOWER_AUTH_ENV] == "a:b"
+    assert plan.login
+    assert plan.address == "0.0.0.0"
+    assert plan.env[FLOWER_AUTH_ENV] == "a:b"
 
 
 @pytest.mark.parametrize("value", ["justme7", ":pw7", "me7:", "me7:pw7,,you7:pw8", "me7:pw7,you7"])
@@ -226,7 +234,8 @@ def test_flower_shows_each_job_by_name_with_its_profile_method_url_and_key(
         answer = flower.get(f"/api/task/info/{job_id}")
         assert answer.status_code == 200, answer.text
         info = answer.json()
-        assert info["name"] == TASK_NAME and info["state"] == facts["state"]
+        assert info["name"] == TASK_NAME
+        assert info["state"] == facts["state"]
         assert info["worker"] == node
         shown = f"{info['args']} {info['kwargs']}"
         for part in ("bearer", facts["method"], facts["url"], facts["key"]):
@@ -282,7 +291,8 @@ def test_without_a_login_flower_binds_loopback_only_and_says_so(stack: Stack) ->
     env = {k: v for k, v in stack.env.items() if k not in (AUTH_ENV, FLOWER_AUTH_ENV)}
     proc = FlowerProcess(env, stack.tmp / "flower-open.log", address="0.0.0.0").wait_ready()
     try:
-        assert "127.0.0.1 only" in proc.log() and AUTH_ENV in proc.log()
+        assert "127.0.0.1 only" in proc.log()
+        assert AUTH_ENV in proc.log()
         if os.path.exists("/proc/net/tcp"):
             assert listening_addresses(proc.port) == {"0100007F"}  # 127.0.0.1, nothing else
         # Without a login Flower's REST API refuses everyone.
@@ -296,7 +306,8 @@ def test_a_malformed_login_stops_the_command(stack: Stack) -> None:
     done = run_cli(dict(stack.env, **{AUTH_ENV: "no-password-here"}), "flower",
                    "--port", str(free_port()), timeout_s=60)
     assert done.returncode == 2
-    assert AUTH_ENV in done.stderr and "no-password-here" not in done.stderr
+    assert AUTH_ENV in done.stderr
+    assert "no-password-here" not in done.stderr
 
 
 @pytest.mark.integration
@@ -325,5 +336,6 @@ def test_a_waiting_job_shows_what_it_waits_for(
         return info if info and info.get("state") == "RETRY" else None
 
     info = eventually(waiting, within_s=60, every_s=0.2, what="Flower showing the job waiting")
-    assert "WaitLater" in info["exception"] and "'seed' is paused" in info["exception"]
+    assert "WaitLater" in info["exception"]
+    assert "'seed' is paused" in info["exception"]
     assert batch.wait(poll_s=0.1, timeout_s=120).succeeded == 1

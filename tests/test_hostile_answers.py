@@ -96,7 +96,8 @@ def test_a_retry_after_of_years_fails_that_job_only_and_pauses_nobody(
     path = unique()
     stack.api.script(path, Reply(429, headers={"Retry-After": "100000000"}))
     record = stack.run({"api": "seed", "path": path})
-    assert record["ok"] is False and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["attempts"] == 1
     assert "Retry-After" in record["error"]["message"]
     assert pause_ttl_ms(stack, cache, "seed") == -2  # no pause key at all
     later = unique()
@@ -111,10 +112,12 @@ def test_a_retry_after_that_is_not_an_http_form_counts_as_absent(
     stack.api.script(path, Reply(503, headers={"Retry-After": value}), Reply(json={"n": 2}))
     record = stack.run({"api": "fast", "path": path})
     if value == "9" * 5000:  # digits: a valid form, far too long to wait
-        assert record["ok"] is False and record["attempts"] == 1
+        assert record["ok"] is False
+        assert record["attempts"] == 1
         assert "Retry-After" in record["error"]["message"]
     else:  # the seed's backoff instead: a finite countdown, and a job that ends
-        assert record["ok"] is True and record["attempts"] == 2
+        assert record["ok"] is True
+        assert record["attempts"] == 2
         assert countdowns(worker.log(), record["job_id"]) == [0.05]
     assert pause_ttl_ms(stack, cache, "fast") == -2
 
@@ -151,7 +154,8 @@ def test_a_gzip_bomb_fails_with_response_too_large_and_the_worker_stays_small(
     stack.api.script(path, Reply(raw=bomb, headers={"Content-Encoding": "gzip"}))
     before = peak_rss_kib(worker)
     record = stack.run({"api": "small", "path": path[len("/small"):]})
-    assert record["ok"] is False and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["attempts"] == 1
     assert record["error"]["type"] == "ResponseTooLarge"
     assert "max_body = 65536 bytes" in record["error"]["message"]
     assert len(stack.api.hits(path)) == 1  # not retried: the answer would be as large again
@@ -175,7 +179,8 @@ def test_an_api_that_drips_its_answer_cannot_stretch_an_attempt_past_timeout(
     # Each byte comes well within the per-read timeout; the whole would take 16 s.
     stack.api.script(path, Reply(text="x" * 20, drip_s=0.8))
     record = stack.run({"api": "dripping", "path": path[len("/drip"):]})
-    assert record["ok"] is False and record["attempts"] == 2
+    assert record["ok"] is False
+    assert record["attempts"] == 2
     assert record["error"]["type"] == "AttemptTimeout"
     assert "longer than timeout = 1 s" in record["error"]["message"]
     assert record["elapsed_ms"] < 8000  # an attempt ended near 1 s, not after 16 s
@@ -186,7 +191,8 @@ def test_json_nested_100000_deep_gives_the_body_as_text(stack: Stack, worker: Wo
     deep = b"[" * 100_000 + b"]" * 100_000
     stack.api.script(path, Reply(raw=deep))
     record = stack.run({"api": "fast", "path": path})
-    assert record["ok"] is True and record["body"] == deep.decode()
+    assert record["ok"] is True
+    assert record["body"] == deep.decode()
 
 
 def test_an_answer_too_large_to_cache_is_not_cached(stack: Stack, worker: WorkerProcess) -> None:
@@ -194,7 +200,9 @@ def test_an_answer_too_large_to_cache_is_not_cached(stack: Stack, worker: Worker
     stack.api.script(path, Reply(text="y" * (CACHE_MAX_BODY + 1)))
     first = stack.run({"api": "fast", "path": path})
     second = stack.run({"api": "fast", "path": path})
-    assert first["ok"] and second["ok"] and second["from_cache"] is False
+    assert first["ok"]
+    assert second["ok"]
+    assert second["from_cache"] is False
     assert len(stack.api.hits(path)) == 2
 
 
@@ -208,7 +216,8 @@ def test_a_cookie_set_by_one_job_is_never_sent_with_the_next(
         assert stack.run({"api": "fast", "path": unique("/echo/read"), "cache": cache})["ok"]
     assert stack.run({"api": "fast", "path": reader, "cache": cache})["ok"]
     seen = [h for h in stack.api.hits() if h.path.startswith("/echo/read/")]
-    assert seen and all("Cookie" not in h.headers and "cookie" not in h.headers for h in seen)
+    assert seen
+    assert all("Cookie" not in h.headers and "cookie" not in h.headers for h in seen)
 
 
 def test_cookies_are_never_written_to_the_cache(
@@ -216,11 +225,13 @@ def test_cookies_are_never_written_to_the_cache(
     path = unique("/echo/cookie")
     stack.api.script(path, Reply(json={"a": 1}, headers={"Set-Cookie": "sid=secret-cookie-91"}))
     first = stack.run({"api": "fast", "path": path})
-    assert first["ok"] and stack.run({"api": "fast", "path": path})["from_cache"] is True
+    assert first["ok"]
+    assert stack.run({"api": "fast", "path": path})["from_cache"] is True
     namespace = Keys(stack.env["REQWORKER_KEY_PREFIX"]).cache_namespace("fast")
     stored = [cache.get(key) or b"" for key in cache.scan_iter(f"{namespace}:*")
               if cache.type(key) == b"string"]
-    assert stored and not any(b"secret-cookie-91" in value for value in stored)
+    assert stored
+    assert not any(b"secret-cookie-91" in value for value in stored)
 
 
 def test_by_default_a_redirect_off_base_url_is_the_answer_and_the_record_says_why(
@@ -229,8 +240,10 @@ def test_by_default_a_redirect_off_base_url_is_the_answer_and_the_record_says_wh
     stack.api.script(hop, Reply(302, headers={"Location": f"{outside}?access_token=leak-me-42"}))
     stack.api.script(outside, Reply(json={"internal": "secret"}))
     record = stack.run({"api": "based", "path": hop[len("/based"):]})
-    assert record["ok"] is True and record["status_code"] == 302
-    assert "leaves base_url" in record["redirect_refused"] and outside in record["redirect_refused"]
+    assert record["ok"] is True
+    assert record["status_code"] == 302
+    assert "leaves base_url" in record["redirect_refused"]
+    assert outside in record["redirect_refused"]
     assert "leak-me-42" not in str(record)
     assert stack.api.hits(outside) == []
     inside = unique("/based/in")
@@ -245,8 +258,10 @@ def test_a_307_never_resends_the_body_off_base_url(stack: Stack, worker: WorkerP
     stack.api.script(hop, Reply(307, headers={"Location": outside}))
     record = stack.run({"api": "based", "method": "POST", "path": hop[len("/based"):],
                         "json": {"card": "4111"}})
-    assert record["status_code"] == 307 and "redirect_refused" in record
-    assert stack.api.hits(outside) == [] and len(stack.api.hits(hop)) == 1
+    assert record["status_code"] == 307
+    assert "redirect_refused" in record
+    assert stack.api.hits(outside) == []
+    assert len(stack.api.hits(hop)) == 1
 
 
 @pytest.mark.parametrize("location", ["http://169.254.169.254/latest/meta-data/",
@@ -257,7 +272,9 @@ def test_any_never_leads_from_loopback_to_link_local_or_private_addresses(
     hop = unique("/anywhere/hop")
     stack.api.script(hop, Reply(302, headers={"Location": location}))
     record = stack.run({"api": "anywhere", "path": hop[len("/anywhere"):]})
-    assert record["ok"] is True and record["status_code"] == 302 and record["attempts"] == 1
+    assert record["ok"] is True
+    assert record["status_code"] == 302
+    assert record["attempts"] == 1
     assert "address, and base_url is not one" in record["redirect_refused"]
 
 
@@ -269,7 +286,8 @@ def test_a_list_of_prefixes_allows_exactly_those(stack: Stack, worker: WorkerPro
         "from": "cdn"}
     stack.api.script(hop, Reply(302, headers={"Location": other}))
     refused = stack.run({"api": "listed", "path": hop[len("/listed"):], "cache": False})
-    assert refused["status_code"] == 302 and "none of the follow_redirects" in refused["redirect_refused"]
+    assert refused["status_code"] == 302
+    assert "none of the follow_redirects" in refused["redirect_refused"]
     assert stack.api.hits(other) == []
 
 
@@ -278,7 +296,9 @@ def test_a_401_from_outside_base_url_renews_nothing(stack: Stack, worker: Worker
     stack.api.script(hop, Reply(302, headers={"Location": foreign}))
     stack.api.script(foreign, Reply(401, json={"error": {"message": "who are you"}}))
     record = stack.run({"api": "bearer", "path": hop[len("/secure"):], "cache": False})
-    assert record["ok"] is False and record["status_code"] == 401 and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["status_code"] == 401
+    assert record["attempts"] == 1
     assert "outside base_url" in record["error"]["message"]
     assert "Authorization" not in stack.api.hits(foreign)[0].headers
 
@@ -288,10 +308,12 @@ def test_a_jobs_headers_are_part_of_its_cache_key(stack: Stack, worker: WorkerPr
     stack.api.script(path, Reply(text="a,b\n1,2"), Reply(json={"as": "json"}))
     csv = stack.run({"api": "fast", "path": path, "headers": {"Accept": "text/csv"}})
     plain = stack.run({"api": "fast", "path": path})
-    assert csv["body"] == "a,b\n1,2" and plain["body"] == {"as": "json"}
+    assert csv["body"] == "a,b\n1,2"
+    assert plain["body"] == {"as": "json"}
     assert plain["from_cache"] is False
     again = stack.run({"api": "fast", "path": path, "headers": {"accept": "text/csv"}})
-    assert again["from_cache"] is True and again["body"] == "a,b\n1,2"
+    assert again["from_cache"] is True
+    assert again["body"] == "a,b\n1,2"
 
 
 def test_vary_is_honoured(stack: Stack, worker: WorkerProcess) -> None:
@@ -334,7 +356,8 @@ def test_every_cache_entry_expires_and_no_redirect_alias_hash_is_written(
         assert stack.run({"api": "obedient", "path": path[len("/obedient"):]})["ok"]
     namespace = Keys(stack.env["REQWORKER_KEY_PREFIX"]).cache_namespace("obedient")
     keys = list(cache.scan_iter(f"{namespace}*"))
-    assert keys and all(0 < cache.ttl(key) <= 3600 + 3600 for key in keys)  # 1h + requests-cache's offset
+    assert keys
+    assert all(0 < cache.ttl(key) <= 3600 + 3600 for key in keys)
     assert not any(key.endswith(b":redirects") for key in keys)
 
 
@@ -349,7 +372,8 @@ def test_no_api_body_reaches_the_worker_log_at_info(stack: Stack, worker: Worker
     log = worker.log()
     assert "body-marker-ok-31" not in log
     assert 0 < log.count("body-marker-bad") < 30
-    assert "succeeded in" in log and "key=logged-job" in log  # the job's summary instead
+    assert "succeeded in" in log
+    assert "key=logged-job" in log
 
 
 def test_a_retry_that_cannot_be_scheduled_fails_the_job_with_a_record(
@@ -378,9 +402,12 @@ def test_a_retry_that_cannot_be_scheduled_fails_the_job_with_a_record(
         outcome = request.apply(kwargs={"job": {"api": "fast", "path": path, "key": "k"}})
     finally:
         worker_runtime.reset()
-    assert outcome.state == "FAILURE" and isinstance(outcome.result, JobFailed)
+    assert outcome.state == "FAILURE"
+    assert isinstance(outcome.result, JobFailed)
     record = outcome.result.record
-    assert record["ok"] is False and record["key"] == "k" and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["key"] == "k"
+    assert record["attempts"] == 1
     assert record["error"]["type"] == "RetryError"
     assert "could not be scheduled" in record["error"]["message"]
 
@@ -392,7 +419,8 @@ def test_with_any_a_307_still_never_resends_the_body_off_base_url(
     stack.api.script(outside, Reply(json={"got": "it"}))
     record = stack.run({"api": "anywhere", "method": "POST", "path": hop[len("/anywhere"):],
                         "json": {"card": "4111"}})
-    assert record["status_code"] == 307 and "body again" in record["redirect_refused"]
+    assert record["status_code"] == 307
+    assert "body again" in record["redirect_refused"]
     assert stack.api.hits(outside) == []
     moved = unique("/anywhere/get")
     stack.api.script(moved, Reply(302, headers={"Location": outside}))

@@ -38,13 +38,15 @@ def refused(job: dict[str, Any]) -> JobError:
 ])
 def test_a_job_may_not_set_routing_framing_or_cookie_headers(name: str) -> None:
     err = refused({"api": "ex", "path": "/x", "headers": {name: "evil.example.com"}})
-    assert err.field == f"headers.{name}" and "may not set" in err.message
+    assert err.field == f"headers.{name}"
+    assert "may not set" in err.message
 
 
 @pytest.mark.parametrize("value", ["€", "a\nb", "a\rb", "\x00", "\x7f", " lead", "trail ", "😀"])
 def test_a_header_value_outside_printable_latin1_is_refused(value: str) -> None:
     err = refused({"api": "ex", "path": "/x", "headers": {"X-Note": value}})
-    assert err.field == "headers.X-Note" and "Latin-1" in err.message
+    assert err.field == "headers.X-Note"
+    assert "Latin-1" in err.message
 
 
 def test_ordinary_headers_and_latin1_values_are_kept() -> None:
@@ -94,9 +96,12 @@ def test_enqueue_refuses_hostile_headers_and_paths_naming_the_line_and_runs_the_
     jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     done = run_cli(stack.env, "enqueue", str(jobs), "--wait")
     assert done.returncode == 2, done.stderr
-    assert "line 2" in done.stderr and "headers.Host" in done.stderr
-    assert "line 3" in done.stderr and "headers.X-Price" in done.stderr
-    assert "line 4" in done.stderr and "line 5" in done.stderr
+    assert "line 2" in done.stderr
+    assert "headers.Host" in done.stderr
+    assert "line 3" in done.stderr
+    assert "headers.X-Price" in done.stderr
+    assert "line 4" in done.stderr
+    assert "line 5" in done.stderr
     assert "succeeded  1" in done.stderr
     assert [h.path for h in stack.api.hits() if h.path.startswith(run)] == [f"{run}/ok"]
 
@@ -114,7 +119,8 @@ def decoded(data: bytes) -> list[tuple[int, Any]]:
 def test_a_hostile_line_is_refused_naming_it_and_the_next_line_is_read(line: bytes) -> None:
     got = decoded(b'{"api": "fast", "path": "/a"}\n' + line + b'\n{"api": "fast", "path": "/b"}\n')
     assert [n for n, _ in got] == [1, 2, 3]
-    assert isinstance(got[1][1], JobError) and not isinstance(got[2][1], JobError)
+    assert isinstance(got[1][1], JobError)
+    assert not isinstance(got[2][1], JobError)
     assert got[2][1]["path"] == "/b"
 
 
@@ -128,11 +134,12 @@ def test_the_batch_is_marked_enqueued_whatever_stops_the_input(stack: Stack) -> 
         yield 1, {"api": "fast", "path": "/echo/first"}
         raise OSError("the input went away")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="the input went away"):
         stack.client.submit_numbered(items(), name="interrupted")
     newest = stack.client.store.client.zrevrange(stack.client.store.keys.batches(), 0, 0)[0]
     facts = stack.client.store.facts(newest.decode())
-    assert facts["name"] == "interrupted" and facts["enqueued"] == "1"
+    assert facts["name"] == "interrupted"
+    assert facts["enqueued"] == "1"
 
 
 @pytest.mark.integration
@@ -148,8 +155,10 @@ def test_enqueue_refuses_each_hostile_line_and_the_batch_still_finishes(
     assert done.returncode == 2, done.stderr
     for number in (2, 3, 4, 5):
         assert f"line {number}" in done.stderr
-    assert "line 1:" not in done.stderr and "line 6" not in done.stderr
-    assert "UTF-8" in done.stderr and "nested too deeply" in done.stderr
+    assert "line 1:" not in done.stderr
+    assert "line 6" not in done.stderr
+    assert "UTF-8" in done.stderr
+    assert "nested too deeply" in done.stderr
     assert "longer than 1048576 bytes" in done.stderr
     assert "succeeded  2" in done.stderr
     assert sorted(h.path for h in stack.api.hits() if h.path.startswith(run)) == [
@@ -161,6 +170,7 @@ def test_a_json_body_nested_too_deep_to_publish_is_refused() -> None:
     for _ in range(990):
         deep = [deep]
     err = refused({"api": "ex", "method": "POST", "path": "/x", "json": deep})
-    assert err.field == "json" and "nested more than 200 deep" in err.message
+    assert err.field == "json"
+    assert "nested more than 200 deep" in err.message
     shallow: Any = {"a": [{"b": [1, 2, {"c": None}]}]}
     assert parse_job({"api": "ex", "method": "POST", "path": "/x", "json": shallow}, PROFILES).json == shallow

@@ -46,7 +46,8 @@ def test_the_example_env_file_ships_no_working_password() -> None:
 def test_without_a_login_one_is_made_up_each_time() -> None:
     first, second = (plan_flower(5555, "127.0.0.1", {}) for _ in range(2))
     made = first.env[FLOWER_AUTH_ENV]
-    assert made.startswith("reqworker:") and len(made.split(":", 1)[1]) >= 20
+    assert made.startswith("reqworker:")
+    assert len(made.split(":", 1)[1]) >= 20
     assert made != second.env[FLOWER_AUTH_ENV]
     assert sum(made in notice for notice in first.notices) == 1
 
@@ -106,7 +107,8 @@ def test_every_key_reqworker_writes_expires(
     mine = [*client.scan_iter(f"{prefix}:*"),
             *(key for i in ids for key in client.scan_iter(f"*{i}*"))]
     assert any(key.endswith(b":batches") for key in mine)
-    assert any(b":cache:" in key for key in mine) and any(b"celery-task-meta" in key for key in mine)
+    assert any(b":cache:" in key for key in mine)
+    assert any(b"celery-task-meta" in key for key in mine)
     forever = [key for key in mine if client.ttl(key) == -1]
     assert forever == []
 

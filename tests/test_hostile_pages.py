@@ -103,9 +103,11 @@ def test_a_cursor_token_is_refused_as_a_next_url_with_a_clear_message(
         stack: Stack, worker: WorkerProcess) -> None:
     path = unique("/cursor")
     records = chain(stack, {"api": "fast", "path": path, "paginate": {"next": "$.cursor"}})
-    assert len(records) == 1 and records[0]["ok"] is True
+    assert len(records) == 1
+    assert records[0]["ok"] is True
     assert "is not a URL" in records[0]["pagination_stopped"]
-    assert len(stack.api.hits(path)) == 1 and not any("eyJ" in h.path for h in stack.api.hits())
+    assert len(stack.api.hits(path)) == 1
+    assert not any("eyJ" in h.path for h in stack.api.hits())
 
 
 def test_a_bracket_path_follows_odata_next_links_and_their_credentials_are_never_shown(
@@ -127,13 +129,16 @@ def test_a_bracket_path_follows_odata_next_links_and_their_credentials_are_never
     client = redis.Redis.from_url(redis_server.url)
     prefix = Keys(stack.env["REQWORKER_KEY_PREFIX"]).batch(batch.id)
     stored = [client.dump(key) or b"" for key in client.scan_iter(f"{prefix}*")]
-    assert stored and not any(SECRET.encode() in value for value in stored)
+    assert stored
+    assert not any(SECRET.encode() in value for value in stored)
     assert SECRET not in worker.log()
 
 
 def test_flower_arguments_of_a_page_show_no_credential() -> None:
     job = Job(api="fast", url=f"https://api.example.com/v1/items?n=2&access_token={SECRET}&sig=abc")
     shown = job.shown_arguments("batch-1")
-    assert SECRET not in shown and "abc" not in shown and "access_token=REDACTED" in shown
+    assert SECRET not in shown
+    assert "abc" not in shown
+    assert "access_token=REDACTED" in shown
     assert shown_url("https://u:p@api.example.com/x?pageToken=next-3&page=2") == \
         "https://REDACTED@api.example.com/x?pageToken=next-3&page=2"

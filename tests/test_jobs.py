@@ -35,7 +35,8 @@ def test_a_full_job_round_trips_through_its_message_form() -> None:
     raw = {"api": "ex", "method": "post", "path": "tracks", "params": {"market": "GB"},
            "json": {"a": [1, 2]}, "headers": {"X-Trace": "1"}, "key": "track-1"}
     job = parse_job(raw, PROFILES)
-    assert job.method == "POST" and job.url == "https://api.example.com/v1/tracks"
+    assert job.method == "POST"
+    assert job.url == "https://api.example.com/v1/tracks"
     assert parse_job(job.to_message(), PROFILES) == job
 
 

@@ -45,7 +45,8 @@ def test_a_json_line_has_every_field_and_the_job_it_came_from(in_a_job: None) ->
     line = JsonFormatter().format(record("job %s countdown=%s", ("job-1", 0.5)))
     entry = json.loads(line)
     assert "\n" not in line
-    assert entry["level"] == "INFO" and entry["logger"] == "reqworker.task"
+    assert entry["level"] == "INFO"
+    assert entry["logger"] == "reqworker.task"
     assert entry["message"] == "job job-1 countdown=0.5"
     assert (entry["job_id"], entry["batch_id"], entry["api"]) == ("job-1", "b-9", "spotify")
     assert entry["time"].endswith("+00:00")
@@ -53,7 +54,9 @@ def test_a_json_line_has_every_field_and_the_job_it_came_from(in_a_job: None) ->
 
 def test_outside_a_job_the_job_fields_are_null() -> None:
     entry = json.loads(JsonFormatter().format(record("celery@x ready.")))
-    assert entry["job_id"] is None and entry["batch_id"] is None and entry["api"] is None
+    assert entry["job_id"] is None
+    assert entry["batch_id"] is None
+    assert entry["api"] is None
 
 
 def test_a_traceback_stays_inside_its_json_line() -> None:
@@ -62,13 +65,15 @@ def test_a_traceback_stays_inside_its_json_line() -> None:
     except ValueError:
         rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     line = JsonFormatter().format(rec)
-    assert "\n" not in line and "ValueError: boom" in json.loads(line)["exc"]
+    assert "\n" not in line
+    assert "ValueError: boom" in json.loads(line)["exc"]
 
 
 def test_text_lines_name_the_job_only_inside_one(in_a_job: None) -> None:
     line = TextFormatter().format(record("job job-1 countdown=0.5"))
     assert line.endswith("job job-1 countdown=0.5 [job=job-1 batch=b-9 api=spotify]")
-    assert " INFO " in line and " reqworker.task: " in line
+    assert " INFO " in line
+    assert " reqworker.task: " in line
 
 
 def test_celerys_succeeded_line_does_not_show_the_result_body() -> None:
@@ -78,7 +83,8 @@ def test_celerys_succeeded_line_does_not_show_the_result_body() -> None:
     assert NoResultBodies().filter(rec)
     for formatter in (JsonFormatter(), TextFormatter()):
         shown = formatter.format(rec)
-        assert "from the API" not in shown and RESULT_NOT_LOGGED in shown
+        assert "from the API" not in shown
+        assert RESULT_NOT_LOGGED in shown
 
 
 def test_the_format_setting_is_text_or_json() -> None:

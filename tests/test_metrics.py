@@ -29,9 +29,12 @@ def test_each_kind_of_wait_says_what_it_waits_for() -> None:
     full = gate(FakeLimiter([], slots_free=False), []).enter(replace(PROFILE, concurrency=1))
     paused = gate(FakeLimiter([RateDecision(3.0, True, False)]), []).enter(PROFILE)
     budget = gate(FakeLimiter([RateDecision(3.0, False, False)]), []).enter(PROFILE)
-    assert isinstance(full, Wait) and full.kind == "concurrency"
-    assert isinstance(paused, Wait) and paused.kind == "pause"
-    assert isinstance(budget, Wait) and budget.kind == "rate"
+    assert isinstance(full, Wait)
+    assert full.kind == "concurrency"
+    assert isinstance(paused, Wait)
+    assert paused.kind == "pause"
+    assert isinstance(budget, Wait)
+    assert budget.kind == "rate"
 
 
 def test_a_short_wait_for_a_reserved_slot_is_counted_as_a_rate_wait() -> None:
@@ -66,7 +69,8 @@ def test_token_renewals_count_each_token_obtained_once_for_the_fleet(
     first, second = authoriser(profile, client, keys), authoriser(profile, client, keys)
     creds = first.credentials()
     assert second.credentials() == creds
-    assert first.renew(creds) and second.renew(creds)  # the second finds the newer token
+    assert first.renew(creds)
+    assert second.renew(creds)
     assert provider.token_calls() == 2
     assert value("reqworker_token_renewals_total", api=profile.name) == before + 2
 

@@ -160,7 +160,8 @@ def test_json_logs_parse_line_by_line_and_hold_no_token_or_body(served: MetricsW
     path = _path()
     stack.api.script(f"/secure{path}", Reply(503), Reply(json={"secret_body": BODY_MARKER}))
     records = _run_batch(stack, [{"api": "bearer", "path": path, "key": "logged"}])
-    assert records[0]["ok"] is True and records[0]["body"] == {"secret_body": BODY_MARKER}
+    assert records[0]["ok"] is True
+    assert records[0]["body"] == {"secret_body": BODY_MARKER}
     job_id, batch_id = records[0]["job_id"], records[0]["batch_id"]
 
     def logged_retry() -> list[dict[str, object]] | None:

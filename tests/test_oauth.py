@@ -177,7 +177,8 @@ def test_a_failing_token_endpoint_is_a_retryable_auth_error(
     with pytest.raises(AuthError) as caught:
         authoriser(oauth_profile(provider), client, keys).credentials()
     assert caught.value.retryable
-    assert "'svc'" in str(caught.value) and str(status) in str(caught.value)
+    assert "'svc'" in str(caught.value)
+    assert str(status) in str(caught.value)
 
 
 def test_an_unreachable_token_endpoint_is_a_retryable_auth_error(
@@ -198,8 +199,10 @@ def test_refused_client_credentials_fail_at_once_and_are_remembered(
     with pytest.raises(AuthError) as second:
         authoriser(profile, client, keys).credentials()  # another process, within the memo
 
-    assert not first.value.retryable and not second.value.retryable
-    assert "'svc'" in str(first.value) and "Bad client credentials" in str(first.value)
+    assert not first.value.retryable
+    assert not second.value.retryable
+    assert "'svc'" in str(first.value)
+    assert "Bad client credentials" in str(first.value)
     assert "Bad client credentials" in str(second.value)
     assert provider.token_calls() == 1
 

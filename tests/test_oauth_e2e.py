@@ -198,8 +198,10 @@ def test_401_then_200_renews_once_and_the_job_succeeds_on_its_second_attempt(
     realm = provider.realms["once"]  # the API refuses token 1 from its first use
     [record] = fleet.run(jobs("once", 1))
 
-    assert record["ok"] is True and record["status_code"] == 200
-    assert record["attempts"] == 2 and record["body"]["token"] == 2
+    assert record["ok"] is True
+    assert record["status_code"] == 200
+    assert record["attempts"] == 2
+    assert record["body"]["token"] == 2
     assert realm.token_requests == 2  # the first token, and its one renewal after the 401
     sent = [h.headers["Authorization"] for h in provider.api.hits() if h.path.startswith("/once/api/")]
     assert sent == [f"Bearer {token}" for token in realm.issued]
@@ -215,11 +217,14 @@ def test_401_even_with_the_renewed_token_fails_with_a_message_naming_the_profile
     provider.api.script(path, Reply(401, json={"error": {"message": "access revoked by the admin"}}))
     [record] = fleet.run([{"api": "twice", "path": "/revoked", "cache": False}])
 
-    assert record["ok"] is False and record["attempts"] == 2
+    assert record["ok"] is False
+    assert record["attempts"] == 2
     error = record["error"]
-    assert error["type"] == "APIError" and error["status_code"] == 401
+    assert error["type"] == "APIError"
+    assert error["status_code"] == 401
     assert "access revoked by the admin" in error["message"]
-    assert "profile 'twice'" in error["message"] and "even after they were renewed" in error["message"]
+    assert "profile 'twice'" in error["message"]
+    assert "even after they were renewed" in error["message"]
     assert realm.token_requests == 2  # the first token, one renewal, and no second renewal
     sent = [h.headers["Authorization"] for h in provider.api.hits(path)]
     assert sent == [f"Bearer {token}" for token in realm.issued]
@@ -232,8 +237,10 @@ def test_refused_client_credentials_fail_every_job_with_one_call_to_the_token_en
     records = fleet.run(jobs("badclient", 50))
 
     for record in records:
-        assert record["ok"] is False and record["attempts"] == 0
-        assert record["error"]["type"] == "AuthError" and record["error"]["status_code"] is None
+        assert record["ok"] is False
+        assert record["attempts"] == 0
+        assert record["error"]["type"] == "AuthError"
+        assert record["error"]["status_code"] is None
         assert "profile 'badclient'" in record["error"]["message"]
         assert "HTTP 401 Bad client credentials" in record["error"]["message"]
     # One job asks; the refusal is remembered in Redis and the other 49 fail on it.
@@ -259,13 +266,15 @@ def test_a_worker_killed_while_renewing_holds_up_the_others_only_until_its_lease
     eventually(lambda: realm.token_requests == 2 and worker_a.proc.poll() is not None,
                what="worker A killed during its renewal")
     lease_a = lock_at_call[2]
-    assert lease_a is not None and lone.db.get(lock_key) == lease_a  # never given back
+    assert lease_a is not None
+    assert lone.db.get(lock_key) == lease_a
     assert 0 < lone.db.pttl(lock_key) <= LEASE_MS
     worker_b = lone.worker("b", concurrency=4)
 
     records = lone.run(jobs("lease", 8))
 
-    assert all(r["ok"] for r in records) and {r["body"]["token"] for r in records} == {2}
+    assert all(r["ok"] for r in records)
+    assert {r["body"]["token"] for r in records} == {2}
     # B's first job sends token 1 (still stored: A died before replacing it) and gets a 401;
     # a job retried after a 401 succeeds at its second attempt.
     retried = [r for r in records if r["attempts"] != 1]
@@ -274,7 +283,8 @@ def test_a_worker_killed_while_renewing_holds_up_the_others_only_until_its_lease
     # 1 + 1 + 1 token requests: A's first token, A's renewal (A died in it), B's renewal,
     # which B made only once A's lease had run out, under a lease of its own.
     assert realm.token_requests == 3
-    assert lock_at_call[3] is not None and lock_at_call[3] != lease_a
+    assert lock_at_call[3] is not None
+    assert lock_at_call[3] != lease_a
     assert lone.db.get(lock_key) is None  # B gave its lease back
     assert not backoff_countdowns(worker_b.log()) & {r["job_id"] for r in records}
 
@@ -289,7 +299,8 @@ def test_the_raw_token_is_only_ever_under_its_token_key(
     records = fleet.run(jobs("secret", 30, cache=True))  # a renewal, and GET cache entries
     assert all(r["ok"] for r in records)
     secret = provider.realms["secret"]
-    assert len(secret.issued) == 2 and stored_access_token(fleet, "secret") == secret.issued[-1]
+    assert len(secret.issued) == 2
+    assert stored_access_token(fleet, "secret") == secret.issued[-1]
 
     # Every token granted in this module so far, against every key and value of both
     # deployments' databases, every worker's log and every result of every batch.
@@ -303,4 +314,5 @@ def test_the_raw_token_is_only_ever_under_its_token_key(
             holding = {place for place, value in places.items() if token in value}
             expected = {f"{owner.name} {owner.keys.token(name)}"} if token == current else set()
             assert holding == expected, f"profile {name}: token {token[:12]}..."
-            assert token not in logs and token not in results, f"profile {name}"
+            assert token not in logs, f"profile {name}"
+            assert token not in results, f"profile {name}"

@@ -45,8 +45,10 @@ def test_the_browser_flow_stores_a_token_every_worker_uses(
                                  say=lambda text: None)
 
     query = parse_qs(urlsplit(opened[0]).query)
-    assert query["client_id"] == [ENV["CID"]] and query["response_type"] == ["code"]
-    assert query["scope"] == ["read"] and query["redirect_uri"] == [profile.auth.redirect_uri]
+    assert query["client_id"] == [ENV["CID"]]
+    assert query["response_type"] == ["code"]
+    assert query["scope"] == ["read"]
+    assert query["redirect_uri"] == [profile.auth.redirect_uri]
     assert provider.forms[0]["grant_type"] == "authorization_code"
     assert json.loads(client.get(keys.token("svc")) or b"")["access_token"] == provider.issued[0]
     worker = authoriser(profile, client, keys)

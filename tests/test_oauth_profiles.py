@@ -31,19 +31,26 @@ def test_oauth2_profile_reads_every_setting() -> None:
                          headers={"X-Client-Id": "${CID}"}, token_file="~/tok.json",
                          client_auth="post")).auth
     assert auth.kind == "oauth2"
-    assert auth.client_id == "client-abc" and auth.client_secret == Secret("s3cret")
-    assert auth.scope == "read write" and auth.test_expiry_s == 300
+    assert auth.client_id == "client-abc"
+    assert auth.client_secret == Secret("s3cret")
+    assert auth.scope == "read write"
+    assert auth.test_expiry_s == 300
     assert auth.redirect_uri == "http://localhost:8123/callback"
-    assert auth.test_url == f"{BASE}/me" and auth.test_status == (200, 204)
+    assert auth.test_url == f"{BASE}/me"
+    assert auth.test_status == (200, 204)
     assert auth.headers == (("X-Client-Id", Secret("client-abc")),)
-    assert auth.token_file == "~/tok.json" and auth.client_auth == "post"
+    assert auth.token_file == "~/tok.json"
+    assert auth.client_auth == "post"
     assert (auth.header_key, auth.header_prefix) == ("Authorization", "Bearer ")
 
 
 def test_oauth2_defaults() -> None:
     auth = profile(oauth()).auth
-    assert auth.test_expiry_s == 60 and auth.scope is None and auth.auth_url is None
-    assert auth.client_auth == "basic" and auth.test_status == (200,)
+    assert auth.test_expiry_s == 60
+    assert auth.scope is None
+    assert auth.auth_url is None
+    assert auth.client_auth == "basic"
+    assert auth.test_status == (200,)
 
 
 def test_unknown_oauth2_setting_is_named() -> None:
@@ -58,7 +65,8 @@ def test_missing_variable_is_named() -> None:
 
 def test_producer_view_needs_no_secret_and_keeps_header_names() -> None:
     view = profile(oauth(headers={"X-Client-Id": "${NOT_SET}"}), env={}, with_secrets=False)
-    assert view.auth.client_secret is None and view.auth.client_id is None
+    assert view.auth.client_secret is None
+    assert view.auth.client_id is None
     assert "X-Client-Id" in view.credential_headers
 
 

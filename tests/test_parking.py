@@ -37,9 +37,12 @@ def test_a_parked_message_moves_onto_its_queue_only_when_due(client: redis.Redis
     parking.park(queue, json.dumps({"n": 1}), 60_000)
     parking.park(queue, json.dumps({"n": 2}), 0)
     moved, next_s = parking.move_due([queue])
-    assert moved == 1 and [json.loads(m) for m in client.lrange(queue, 0, -1)] == [{"n": 2}]
-    assert next_s is not None and 55 < next_s <= 60
-    assert parking.count(queue) == 1 and client.zcard(parked_key(queue)) == 1
+    assert moved == 1
+    assert [json.loads(m) for m in client.lrange(queue, 0, -1)] == [{"n": 2}]
+    assert next_s is not None
+    assert 55 < next_s <= 60
+    assert parking.count(queue) == 1
+    assert client.zcard(parked_key(queue)) == 1
 
 
 def test_due_messages_go_to_the_front_of_their_queue_earliest_first(client: redis.Redis[bytes]) -> None:
@@ -60,8 +63,10 @@ def test_a_held_message_is_parked_again_and_acknowledged_in_one_step(client: red
     client.hset(unacked, tag, "held")
     parking = Parking(client)
     due = parking.repark(queue, json.dumps({"n": 1}), 60_000, (index, unacked, tag))
-    assert due is not None and client.zscore(parked_key(queue), f"{queue}\n" + json.dumps({"n": 1})) == due
-    assert client.zcard(index) == 0 and client.hlen(unacked) == 0
+    assert due is not None
+    assert client.zscore(parked_key(queue), f"{queue}\n" + json.dumps({"n": 1})) == due
+    assert client.zcard(index) == 0
+    assert client.hlen(unacked) == 0
     # Held no longer (its lease ran out and it went back to its queue): nothing is parked.
     assert parking.repark(queue, json.dumps({"n": 2}), 0, (index, unacked, tag)) is None
     assert parking.count(queue) == 1
@@ -105,7 +110,9 @@ def test_many_movers_at_once_move_each_message_exactly_once(client: redis.Redis[
 ])
 def test_poison_is_named_for_what_is_wrong_with_it(raw: bytes, reason: str) -> None:
     message_, problem = poison_reason(raw)
-    assert message_ is None and problem is not None and reason in problem
+    assert message_ is None
+    assert problem is not None
+    assert reason in problem
 
 
 def test_a_control_reply_needs_only_a_readable_envelope() -> None:

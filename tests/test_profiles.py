@@ -39,10 +39,12 @@ def test_profiles_load_with_defaults(tmp_path: Path) -> None:
     assert ex.rate_limit == Rate(10, 1)
     assert ex.cache_expire_s == 28 * 86400
     other = profiles["other"]
-    assert other.auth.kind == "bearer" and other.auth.token is not None
+    assert other.auth.kind == "bearer"
+    assert other.auth.token is not None
     assert other.auth.token.reveal() == "s3cret-token-value"
     assert "s3cret" not in repr(other)
-    assert other.timeout_s == 30 and other.backoff.count == 10
+    assert other.timeout_s == 30
+    assert other.backoff.count == 10
 
 
 def test_a_missing_environment_variable_is_named(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_durations_and_rates_parse() -> None:
     assert parse_duration_s("1.5h") == 5400
     assert parse_rate("600/m").per_second == 10
     assert parse_rate("5/2s").per_second == 2.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="more than 0 requests"):
         parse_rate("0/s")
 
 
@@ -107,7 +109,8 @@ def test_settings_derive_every_url_from_the_one_switch() -> None:
     assert (s.broker_url, s.result_backend, s.cache_url) == ("redis://h:1/2",) * 3
     s = Settings.from_env({"REQWORKER_REDIS_URL": "redis://h:1/2",
                            "REQWORKER_BROKER_URL": "amqp://guest@q//"})
-    assert s.broker_url == "amqp://guest@q//" and s.cache_url == "redis://h:1/2"
+    assert s.broker_url == "amqp://guest@q//"
+    assert s.cache_url == "redis://h:1/2"
     assert not s.broker_is_redis
 
 

@@ -44,7 +44,8 @@ def test_a_piped_view_prints_the_first_line_at_once_and_a_summary_at_the_end() -
     view.update(Counts(succeeded=20))
     view.close()
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("10/20 done") and "- jobs/s" in lines[0]
+    assert lines[0].startswith("10/20 done")
+    assert "- jobs/s" in lines[0]
     assert lines[1].startswith("20/20 done")
     assert lines[-1].startswith("10 jobs finished while watching")
 
@@ -56,5 +57,6 @@ def test_the_results_bar_redraws_every_few_records_and_ends_its_line() -> None:
         bar.update(n)
     bar.update(10, last=True)
     text = out.getvalue()
-    assert text.count("\r") == 3 and text.endswith("10/10 results\033[K\n")
+    assert text.count("\r") == 3
+    assert text.endswith("10/10 results\033[K\n")
     assert " 50% 5/10 results" in text

@@ -70,7 +70,8 @@ def test_watch_attached_to_a_half_finished_batch_reports_only_what_it_saw(
         watch.kill()
     lines = err_path.read_text().splitlines()
     # At attach it knows how much is done, but nothing yet of how fast.
-    assert first.startswith("10/20 done") and "- jobs/s, eta -" in first, first
+    assert first.startswith("10/20 done"), first
+    assert "- jobs/s, eta -" in first, first
     assert lines[-2].startswith("20/20 done")
     assert lines[-1].startswith("10 jobs finished while watching"), lines[-1]
     assert watch.returncode == 0
@@ -112,13 +113,16 @@ def test_results_to_a_file_show_a_bar_on_a_terminal(stack: Stack, worker: Worker
     out = tmp_path / "results.jsonl"
     code, shown = _stderr_on_a_terminal(stack, "results", batch.id, "-o", str(out))
     assert code == 0
-    assert "100% 30/30 results" in shown and "[########################]" in shown
+    assert "100% 30/30 results" in shown
+    assert "[########################]" in shown
     assert len(out.read_text().splitlines()) == 30
     # Results on stdout, or stderr piped: no bar.
     code, shown = _stderr_on_a_terminal(stack, "results", batch.id)
-    assert code == 0 and "results" not in shown
+    assert code == 0
+    assert "results" not in shown
     done = run_cli(stack.env, "results", batch.id, "-o", str(out))
-    assert done.returncode == 0 and done.stderr == ""
+    assert done.returncode == 0
+    assert done.stderr == ""
 
 
 def test_batches_lists_the_newest_first_with_state_and_counts(stack: Stack, worker: WorkerProcess) -> None:
@@ -139,9 +143,11 @@ def test_batches_lists_the_newest_first_with_state_and_counts(stack: Stack, work
     assert done.returncode == 0, done.stderr
     listed = [json.loads(line) for line in done.stdout.splitlines()]
     assert [b["batch_id"] for b in listed] == [unfinished, ids[2], ids[1]]
-    assert listed[0]["state"] == "enqueuing" and listed[0]["name"] == "still-enqueuing"
+    assert listed[0]["state"] == "enqueuing"
+    assert listed[0]["name"] == "still-enqueuing"
     newest = listed[1]
-    assert newest["name"] == names[2] and newest["state"] == "finished"
+    assert newest["name"] == names[2]
+    assert newest["state"] == "finished"
     assert (newest["succeeded"], newest["failed"], newest["pending"], newest["total"]) == (1, 1, 0, 2)
     assert newest["created"].endswith("+00:00")
 
@@ -152,4 +158,6 @@ def test_batches_lists_the_newest_first_with_state_and_counts(stack: Stack, work
     text = run_cli(stack.env, "batches")
     rows = text.stdout.splitlines()
     assert rows[0].split()[:3] == ["batch", "created", "(UTC)"]
-    assert rows[2].startswith(ids[2]) and "finished" in rows[2] and rows[2].endswith(names[2])
+    assert rows[2].startswith(ids[2])
+    assert "finished" in rows[2]
+    assert rows[2].endswith(names[2])

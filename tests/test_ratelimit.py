@@ -57,9 +57,11 @@ def test_burst_of_five_goes_at_once_then_waits_one_interval_more_each() -> None:
 def test_refused_step_consumes_nothing() -> None:
     first = gcra_step(None, NOW_US, TENTH_US, 1)
     refused = gcra_step(first.tat_us, NOW_US, TENTH_US, 1)
-    assert not refused.allowed and refused.tat_us == first.tat_us
+    assert not refused.allowed
+    assert refused.tat_us == first.tat_us
     later = gcra_step(refused.tat_us, NOW_US + TENTH_US, TENTH_US, 1)
-    assert later.allowed and later.wait_us == 0
+    assert later.allowed
+    assert later.wait_us == 0
 
 
 def test_wait_shrinks_as_time_passes() -> None:
@@ -254,7 +256,9 @@ def test_concurrency_caps_slots_and_release_frees_one(
     one, two = new_worker(), new_worker()
     p = profile(None, concurrency=2)
     first, second = one.try_acquire_slot(p, 60), two.try_acquire_slot(p, 60)
-    assert first and second and first != second
+    assert first
+    assert second
+    assert first != second
     assert one.try_acquire_slot(p, 60) is None
     assert one.describe(p)["in_flight"] == 2
     two.release_slot("example", second)
@@ -280,7 +284,8 @@ def test_uncapped_profile_always_gets_a_slot_and_stores_nothing(
 ) -> None:
     limiter = new_worker()
     tokens = {limiter.try_acquire_slot(profile(None), 60) for _ in range(5)}
-    assert None not in tokens and len(tokens) == 5
+    assert None not in tokens
+    assert len(tokens) == 5
     assert not client.exists(keys.inflight("example"))
 
 

@@ -58,14 +58,18 @@ def test_a_sentinel_url_needs_the_primarys_name() -> None:
 
 def test_every_address_of_a_sentinel_url_is_redacted() -> None:
     shown = redact_url("sentinel://:pw1@s1:26379/0;sentinel://:pw2@s2:26379")
-    assert "pw1" not in shown and "pw2" not in shown and shown.count("***") == 2
+    assert "pw1" not in shown
+    assert "pw2" not in shown
+    assert shown.count("***") == 2
 
 
 def test_the_client_asks_the_sentinels_for_the_named_primary() -> None:
     client = connect(SENTINELS, sentinel_settings())
     pool = client.connection_pool
-    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "primary"
-    assert pool.connection_kwargs["password"] == "pw" and pool.connection_kwargs["db"] == 2
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "primary"
+    assert pool.connection_kwargs["password"] == "pw"
+    assert pool.connection_kwargs["db"] == 2
     hosts = [c.connection_pool.connection_kwargs["host"] for c in pool.sentinel_manager.sentinels]
     assert hosts == ["s1", "s2", "s3"]
 
@@ -78,7 +82,8 @@ def test_broker_and_result_backend_go_through_sentinel_with_the_guard() -> None:
     app = Celery("s", set_as_current=False)
     app.conf.update(conf)
     backend = app.backend
-    assert isinstance(backend, FinishedStaysFinishedSentinel) and isinstance(backend, SentinelBackend)
+    assert isinstance(backend, FinishedStaysFinishedSentinel)
+    assert isinstance(backend, SentinelBackend)
     assert guarded("redis://h/0") != guarded(SENTINELS)
     plain = celery_settings(Settings.from_env({"REQWORKER_REDIS_URL": "redis://h:6379/0"}))
     assert plain["broker_transport"] == "worker.transport:Transport"

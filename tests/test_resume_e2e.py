@@ -72,19 +72,22 @@ def test_an_enqueue_killed_mid_file_resumes_and_publishes_every_line_once(
     status = run_cli(stack.env, "status", batch_id).stdout
     assert "enqueue interrupted at line 501 (499 jobs published)" in status
     watched = run_cli(stack.env, "watch", batch_id)
-    assert watched.returncode == 1 and "interrupted at line 501" in watched.stderr
+    assert watched.returncode == 1
+    assert "interrupted at line 501" in watched.stderr
 
     other = tmp_path / "other.jsonl"
     other.write_text("\n".join([*lines[:9], json.dumps({"api": "fast", "path": "/x"})]) + "\n")
     refused = run_cli(stack.env, "enqueue", str(other), "--resume", batch_id)
-    assert refused.returncode == 2 and "line 10 is not the job" in refused.stderr
+    assert refused.returncode == 2
+    assert "line 10 is not the job" in refused.stderr
 
     resumed = run_cli(stack.env, "enqueue", str(jobs_file), "--resume", batch_id)
     assert resumed.returncode == 2, resumed.stderr  # line 550 is refused, once
     assert resumed.stdout.strip() == batch_id
     assert f"{LINES - 500 - 1} more jobs enqueued, 1 lines refused" in resumed.stderr
     again = run_cli(stack.env, "enqueue", str(jobs_file), "--resume", batch_id)
-    assert again.returncode == 0 and "0 more jobs enqueued, 0 lines refused" in again.stderr
+    assert again.returncode == 0
+    assert "0 more jobs enqueued, 0 lines refused" in again.stderr
 
     facts = store.facts(batch_id)
     assert (facts["total"], facts["rejected"], facts["enqueued"]) == (str(LINES - 2), "2", "1")
@@ -95,7 +98,8 @@ def test_an_enqueue_killed_mid_file_resumes_and_publishes_every_line_once(
         worker.stop()
     assert (counts.succeeded, counts.failed, counts.total) == (LINES - 2, 0, LINES - 2)
     hits = Counter(hit.path for hit in stack.api.hits() if hit.path.startswith(f"/echo/{run}/"))
-    assert len(hits) == LINES - 2 and set(hits.values()) == {1}
+    assert len(hits) == LINES - 2
+    assert set(hits.values()) == {1}
     keys = sorted(r["key"] for r in stack.client.batch(batch_id).results())
     assert keys == [n for n in range(1, LINES + 1) if n not in BAD]
 
@@ -141,7 +145,8 @@ def test_a_resume_settles_the_chunk_an_enqueue_recorded_but_may_not_have_publish
         queued = [json.loads(m)["headers"]["id"] for m in store.client.lrange(queue, 0, -1)]
         store.client.delete(queue)
     recorded = [e["id"] for chunk in store.entries(batch_id) for e in chunk]
-    assert report.accepted == 500 and len(recorded) == 1000
+    assert report.accepted == 500
+    assert len(recorded) == 1000
     assert sorted(queued) == sorted(recorded)  # every job on the queue exactly once
     assert client.batch(batch_id).enqueuing().done
 
@@ -165,12 +170,14 @@ def test_an_enqueue_stopped_by_an_error_marks_its_batch_and_resumes_after_the_fi
         status = run_cli(stack.env, "status", batch_id)
         enqueuing = client.batch(batch_id).enqueuing()
         # what was published may finish: waiting on the batch does not hang on the rest
-        assert enqueuing.done and not enqueuing.interrupted
+        assert enqueuing.done
+        assert not enqueuing.interrupted
         assert "enqueue stopped at line 501: UnicodeDecodeError" in status.stdout
         report = client.resume(batch_id, jobs)
         queued = store.client.llen(queue)
         store.client.delete(queue)
-    assert report.accepted == 200 and queued == 700
+    assert report.accepted == 200
+    assert queued == 700
     assert client.batch(batch_id).enqueuing().describe(batch_id) is None
 
 
@@ -179,5 +186,6 @@ def test_a_chunk_is_pushed_and_noted_together_where_the_broker_is_the_batch_redi
     """Then no chunk is ever in doubt: the default set-up (one Redis for everything)."""
     with make_stack(redis_server.url, loopback_api, tmp_path) as stack:
         publisher, store = stack.client.publisher, stack.client.store
-        assert isinstance(publisher, RedisBulkPublisher) and publisher.shares(store.url)
+        assert isinstance(publisher, RedisBulkPublisher)
+        assert publisher.shares(store.url)
         assert not publisher.shares(redis_server.url.rsplit("/", 1)[0] + "/1")

@@ -92,7 +92,8 @@ def test_a_sentinel_url_without_the_primarys_name_is_refused(
     del env["REQWORKER_SENTINEL_MASTER"]
     done = run_cli(env, "status", "0" * 32)
     assert done.returncode == 2
-    assert "REQWORKER_SENTINEL_MASTER" in done.stderr and "Traceback" not in done.stderr
+    assert "REQWORKER_SENTINEL_MASTER" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_workers_carry_on_after_the_primary_is_killed(
@@ -116,7 +117,8 @@ def test_workers_carry_on_after_the_primary_is_killed(
                    what="the Sentinel to promote the replica")
         assert group.primary_port() == group.replica.port
         counts = batch.wait(poll_s=0.2, timeout_s=240)
-        assert counts.succeeded == JOBS and counts.failed == 0, counts
+        assert counts.succeeded == JOBS, counts
+        assert counts.failed == 0, counts
         records = list(batch.results())
         assert sorted(r["key"] for r in records) == sorted(f"k{i}" for i in range(JOBS))
         assert len({r["job_id"] for r in records}) == JOBS

@@ -50,6 +50,7 @@ def test_sigterm_finishes_running_jobs_and_hands_back_waiting_ones(stack: Stack)
     finally:
         second.stop()
     record = next(later.results())
-    assert record["ok"] is True and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["attempts"] == 2
     assert len(stack.api.hits(running)) == 1
     assert len(stack.api.hits(waiting)) == 2

@@ -85,7 +85,8 @@ def test_a_job_runs_with_everything_over_tls(stack: Stack) -> None:
     worker = stack.worker("tls", concurrency=2)
     try:
         record = stack.run({"api": "fast", "path": "/tls/one", "key": "t"})
-        assert record["ok"] and record["body"] == {"over": "tls"}
+        assert record["ok"]
+        assert record["body"] == {"over": "tls"}
         second = stack.run({"api": "fast", "path": "/tls/one", "key": "t2"})
         assert second["from_cache"], "the cache is reached over TLS too"
     finally:
@@ -96,6 +97,8 @@ def test_a_client_that_does_not_trust_the_ca_is_refused_in_one_line(
         stack: Stack, tls_redis: tuple[str, Path]) -> None:
     untrusted = tls_redis[0].split("&ssl_ca_certs=")[0]  # the system's CAs do not know ours
     done = run_cli(dict(stack.env, REQWORKER_REDIS_URL=untrusted), "status", "0" * 32)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.count("\n") == 1 and "certificate verify failed" in done.stderr, done.stderr
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "certificate verify failed" in done.stderr, done.stderr
     assert "tls-pw" not in done.stderr

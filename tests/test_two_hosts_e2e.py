@@ -79,7 +79,8 @@ def test_two_hosts_share_one_token_and_one_rate_budget_and_flower_shows_both(
                                  for i in range(150)])
     report.batch.wait(poll_s=0.2, timeout_s=180)
     records = list(report.batch.results())
-    assert len(records) == 150 and all(r["ok"] and r["attempts"] == 1 for r in records)
+    assert len(records) == 150
+    assert all(r["ok"] and r["attempts"] == 1 for r in records)
 
     realm = provider.realms["svc"]
     assert realm.token_requests == 1  # one token for both hosts

@@ -110,14 +110,17 @@ def test_a_countdown_longer_than_the_visibility_timeout_waits_in_the_broker_and_
         eventually(lambda: inspect_holds(stack) == 0, within_s=10,
                    what="no worker holding the job during its countdown")
         if not broker:
-            assert parked(stack) == 1 and held_by_workers(stack) == 0
-        assert len(api.hits(path)) == 1 and not batch.status().finished
+            assert parked(stack) == 1
+            assert held_by_workers(stack) == 0
+        assert len(api.hits(path)) == 1
+        assert not batch.status().finished
         batch.wait(poll_s=0.2, timeout_s=120)
     finally:
         for w in workers:
             w.stop()
     record = next(batch.results())
-    assert record["ok"] is True and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["attempts"] == 2
     assert len(api.hits(path)) == 2
 
 
@@ -175,7 +178,8 @@ def test_a_pause_storm_leaves_jobs_in_redis_and_every_worker_shares_the_work_aft
             w.stop()
     # Each worker holds at most its concurrency plus its prefetch (2 + 2).
     assert most_held <= 2 * (2 + 2)
-    assert batch.status().succeeded == 200 and len(api.hits(path)) == 200
+    assert batch.status().succeeded == 200
+    assert len(api.hits(path)) == 200
     for w in workers:
         assert "succeeded" in w.log(), f"{w.log_path.name} ran none of the jobs after the storm"
 
@@ -197,7 +201,8 @@ def test_parked_jobs_survive_a_redis_restart_and_the_workers_reconnect(
         finally:
             worker.stop()
         records = list(batch.results())
-    assert len(records) == 50 and all(r["ok"] for r in records)
+    assert len(records) == 50
+    assert all(r["ok"] for r in records)
     assert sorted(int(h.query.split("=")[1]) for h in api.hits(path)) == list(range(50))
 
 
@@ -222,4 +227,5 @@ def test_a_fleet_stopped_with_jobs_parked_finishes_them_when_started_again(
     finally:
         again.stop()
     records = list(batch.results())
-    assert len(records) == 20 and all(r["ok"] for r in records)
+    assert len(records) == 20
+    assert all(r["ok"] for r in records)

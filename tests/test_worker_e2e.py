@@ -43,9 +43,11 @@ def test_500_four_times_then_200_succeeds_on_the_fifth_attempt(
     path = unique()
     stack.api.script(path, *[Reply(500)] * 4, Reply(json={"n": 5}))
     record = stack.run({"api": "fast", "path": path, "key": "k1"})
-    assert record["ok"] is True and record["body"] == {"n": 5}
+    assert record["ok"] is True
+    assert record["body"] == {"n": 5}
     assert record["attempts"] == 5
-    assert record["key"] == "k1" and record["status_code"] == 200
+    assert record["key"] == "k1"
+    assert record["status_code"] == 200
     assert len(stack.api.hits(path)) == 5
     assert countdowns(worker.log(), record["job_id"]) == pytest.approx([0.05, 0.1, 0.2, 0.4])
 
@@ -57,7 +59,8 @@ def test_a_job_that_always_fails_is_tried_count_plus_one_times(
     record = stack.run({"api": "fast", "path": path})
     assert record["ok"] is False
     assert record["attempts"] == 5 == len(stack.api.hits(path))
-    assert record["error"]["type"] == "APIError" and record["error"]["status_code"] == 503
+    assert record["error"]["type"] == "APIError"
+    assert record["error"]["status_code"] == 503
     assert "max retries exceeded" in record["error"]["message"]
     assert countdowns(worker.log(), record["job_id"]) == pytest.approx([0.05, 0.1, 0.2, 0.4])
 
@@ -67,7 +70,8 @@ def test_404_fails_after_one_attempt_with_the_apis_message(
     path = unique()
     stack.api.script(path, Reply(404, json={"error": {"status": 404, "message": "no such track"}}))
     record = stack.run({"api": "fast", "path": path})
-    assert record["ok"] is False and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["attempts"] == 1
     assert record["error"] == {"type": "APIError", "status_code": 404, "message": "no such track"}
     assert len(stack.api.hits(path)) == 1
 
@@ -76,10 +80,12 @@ def test_401_with_a_static_bearer_token_fails_clearly(stack: Stack, worker: Work
     path = unique("/secure/r")
     stack.api.script(path, Reply(401, json={"error": {"message": "invalid access token"}}))
     record = stack.run({"api": "bearer", "path": path[len("/secure"):]})
-    assert record["ok"] is False and record["status_code"] == 401
+    assert record["ok"] is False
+    assert record["status_code"] == 401
     assert record["attempts"] == 1
     message = record["error"]["message"]
-    assert "invalid access token" in message and "'bearer'" in message
+    assert "invalid access token" in message
+    assert "'bearer'" in message
     assert "cannot be renewed" in message
     assert stack.api.hits(path)[0].headers["Authorization"] == f"Bearer {TOKEN}"
     assert TOKEN not in str(record)
@@ -89,7 +95,8 @@ def test_retry_after_2_is_honoured_as_the_countdown(stack: Stack, worker: Worker
     path = unique()
     stack.api.script(path, Reply(429, headers={"Retry-After": "2"}), Reply(json={"ok": True}))
     record = stack.run({"api": "seed", "path": path})
-    assert record["ok"] is True and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["attempts"] == 2
     assert countdowns(worker.log(), record["job_id"]) == [2.0]
 
 
@@ -97,7 +104,8 @@ def test_retry_after_10000_fails_at_once(stack: Stack, worker: WorkerProcess) ->
     path = unique()
     stack.api.script(path, Reply(429, headers={"Retry-After": "10000"}))
     record = stack.run({"api": "seed", "path": path})
-    assert record["ok"] is False and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["attempts"] == 1
     assert record["error"]["status_code"] == 429
     assert "Retry-After" in record["error"]["message"]
     assert countdowns(worker.log(), record["job_id"]) == []
@@ -107,7 +115,8 @@ def test_a_connection_reset_is_retried_for_get(stack: Stack, worker: WorkerProce
     path = unique()
     stack.api.script(path, Reply(reset=True), Reply(json={"ok": 1}))
     record = stack.run({"api": "fast", "path": path})
-    assert record["ok"] is True and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["attempts"] == 2
 
 
 def test_a_post_is_not_retried_after_a_reset_unless_the_job_allows_it(
@@ -115,27 +124,32 @@ def test_a_post_is_not_retried_after_a_reset_unless_the_job_allows_it(
     path = unique()
     stack.api.script(path, Reply(reset=True), Reply(json={"created": 1}))
     record = stack.run({"api": "fast", "method": "POST", "path": path, "json": {"a": 1}})
-    assert record["ok"] is False and record["attempts"] == 1
+    assert record["ok"] is False
+    assert record["attempts"] == 1
     assert "retry_unsafe" in record["error"]["message"]
     path = unique()
     stack.api.script(path, Reply(reset=True), Reply(json={"created": 1}))
     record = stack.run({"api": "fast", "method": "POST", "path": path, "json": {"a": 1},
                         "retry_unsafe": True})
-    assert record["ok"] is True and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["attempts"] == 2
 
 
 def test_a_post_is_retried_on_429(stack: Stack, worker: WorkerProcess) -> None:
     path = unique()
     stack.api.script(path, Reply(429), Reply(201, json={"created": 1}))
     record = stack.run({"api": "fast", "method": "POST", "path": path, "json": {}})
-    assert record["ok"] is True and record["status_code"] == 201 and record["attempts"] == 2
+    assert record["ok"] is True
+    assert record["status_code"] == 201
+    assert record["attempts"] == 2
 
 
 def test_a_slow_answer_times_out_and_is_retried(stack: Stack, worker: WorkerProcess) -> None:
     path = unique()
     stack.api.script(path, Reply(delay_s=3, json={"late": 1}), Reply(json={"on_time": 1}))
     record = stack.run({"api": "slow", "path": path})
-    assert record["ok"] is True and record["body"] == {"on_time": 1}
+    assert record["ok"] is True
+    assert record["body"] == {"on_time": 1}
     assert record["attempts"] == 2
 
 
@@ -143,9 +157,11 @@ def test_redirects_are_followed_except_for_head(stack: Stack, worker: WorkerProc
     path = unique()
     stack.api.script(path, Reply(302, headers={"Location": "/echo/landed"}))
     record = stack.run({"api": "fast", "path": path, "cache": False})
-    assert record["ok"] is True and record["body"]["path"] == "/echo/landed"
+    assert record["ok"] is True
+    assert record["body"]["path"] == "/echo/landed"
     record = stack.run({"api": "fast", "method": "HEAD", "path": path})
-    assert record["ok"] is True and record["status_code"] == 302
+    assert record["ok"] is True
+    assert record["status_code"] == 302
 
 
 def test_text_bodies_come_back_as_text(stack: Stack, worker: WorkerProcess) -> None:
@@ -162,7 +178,8 @@ def test_the_second_identical_get_comes_from_the_cache(stack: Stack, worker: Wor
     assert second["body"] == first["body"]
     assert len(stack.api.hits(path)) == 1
     other = stack.run({"api": "fast", "path": path, "params": {"q": "y"}})
-    assert other["from_cache"] is False and len(stack.api.hits(path)) == 2
+    assert other["from_cache"] is False
+    assert len(stack.api.hits(path)) == 2
 
 
 def test_post_is_never_cached(stack: Stack, worker: WorkerProcess) -> None:
@@ -179,9 +196,11 @@ def test_refresh_bypasses_the_cache_and_stores_the_new_answer(
     stack.api.script(path, Reply(json={"v": 1}), Reply(json={"v": 2}))
     assert stack.run({"api": "fast", "path": path})["body"] == {"v": 1}
     refreshed = stack.run({"api": "fast", "path": path, "refresh": True})
-    assert refreshed["body"] == {"v": 2} and refreshed["from_cache"] is False
+    assert refreshed["body"] == {"v": 2}
+    assert refreshed["from_cache"] is False
     again = stack.run({"api": "fast", "path": path})
-    assert again["body"] == {"v": 2} and again["from_cache"] is True
+    assert again["body"] == {"v": 2}
+    assert again["from_cache"] is True
     assert len(stack.api.hits(path)) == 2
 
 

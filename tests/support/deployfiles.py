@@ -24,9 +24,11 @@ def env_file(path: Path, *, commented: bool = False) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         name, sep, value = line.partition("=")
-        assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f"{path.name}: bad line {raw!r}"
-        assert value == value.strip() and not value.startswith(('"', "'")), \
-            f"{path.name}: {name}: no quotes or spaces (systemd and compose read them differently)"
+        assert sep, f"{path.name}: bad line {raw!r}"
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f"{path.name}: bad line {raw!r}"
+        why = f"{path.name}: {name}: no quotes or spaces (systemd and compose read them differently)"
+        assert value == value.strip(), why
+        assert not value.startswith(('"', "'")), why
         out[name] = value
     return out
 
