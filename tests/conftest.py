@@ -97,3 +97,14 @@ def provider() -> Iterator[Provider]:
     fake.api.start()
     yield fake
     fake.api.stop()
+
+
+#: Fixtures that start a redis-server, a loopback API or a worker process: a test that uses
+#: one (directly or through another fixture) is an integration test.
+INTEGRATION_FIXTURES = frozenset({"redis_server", "loopback_api", "provider", "broker"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
