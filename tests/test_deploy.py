@@ -963,18 +963,17 @@ class RedisWith:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.client = redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True,
                                   password=password)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise AssertionError(f"redis-server refused {args}: {err}")
             try:
-                if self.client.ping():
-                    return
+                return bool(self.client.ping())
             except redis.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not answer"
-            time.sleep(0.05)
+                return False
+
+        eventually(answers, within_s=30, what="redis-server's answer")
 
     def stop(self) -> None:
         """SIGTERM: Redis flushes the append-only file and exits."""
@@ -982,6 +981,7 @@ class RedisWith:
         self.proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", ["compose", "k8s", "systemd"])
 def test_redis_settings_keep_jobs_across_a_restart_behind_a_password(variant: str,
                                                                      tmp_path: Path) -> None:

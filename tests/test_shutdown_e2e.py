@@ -42,7 +42,9 @@ def test_sigterm_finishes_running_jobs_and_hands_back_waiting_ones(stack: Stack)
         first.proc.wait(timeout=60)
     finally:
         first.stop()
-    assert "Warm shutdown" in first.log() or "warm shutdown" in first.log().lower()
+    assert "worker: Warm shutdown (MainProcess)" in first.log()
+    assert "Cold shutdown" not in first.log()
+    assert first.proc.returncode == 0
     assert next(slow.results())["body"] == {"finished": "before exit"}
     second = stack.worker("second", concurrency=2)
     try:
