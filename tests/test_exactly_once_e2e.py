@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.client import Client
 from producer.demo.localredis import LocalRedis
 from producer.demo.loopback import Hit, LoopbackAPI, Reply
-from tests.support import WorkerProcess, base_env, eventually
-from tests.support.stack import Stack
+from tests.support import WorkerProcess, eventually
+from tests.support.stack import Stack, new_stack
 from worker.jobs import TASK_NAME
-from worker.profiles import load_profiles
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +67,8 @@ def holding() -> Iterator[HoldingAPI]:
 @pytest.fixture
 def stack(redis_server: LocalRedis, holding: HoldingAPI, broker: dict[str, str],
           tmp_path: Path) -> Stack:
-    apis = tmp_path / "apis.toml"
-    apis.write_text(PROFILE.format(url=holding.api.url))
-    env = base_env(redis_server.url, str(apis), REQWORKER_VISIBILITY_TIMEOUT=VISIBILITY_TIMEOUT_S,
-                   REQWORKER_KEY_PREFIX=f"t{uuid.uuid4().hex[:8]}", **broker)
-    client = Client(Settings.from_env(env), load_profiles(apis, env))
-    return Stack(holding.api, env, client, tmp_path)
+    return new_stack(redis_server.url, holding.api, tmp_path, profiles=PROFILE,
+                     REQWORKER_VISIBILITY_TIMEOUT=VISIBILITY_TIMEOUT_S, **broker)
 
 
 def test_a_worker_killed_after_storing_a_result_or_mid_post_loses_no_count_and_resends_no_post(

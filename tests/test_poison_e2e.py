@@ -14,7 +14,7 @@ import redis
 from producer.demo.localredis import LocalRedis
 from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, make_stack, one_worker
 from worker.jobs import TASK_NAME
 from worker.settings import Settings
 
@@ -53,9 +53,7 @@ def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI,
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=2)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=2)
 
 
 @pytest.mark.parametrize("kind", list(POISON))

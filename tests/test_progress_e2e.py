@@ -17,7 +17,7 @@ import redis
 from producer.demo.localredis import LocalRedis
 from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import REQWORKER, WorkerProcess, eventually, run_cli
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, make_stack, one_worker
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +42,7 @@ def stack(redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("progress-worker", concurrency=4)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=4, name="progress-worker")
 
 
 def test_watch_attached_to_a_half_finished_batch_reports_only_what_it_saw(

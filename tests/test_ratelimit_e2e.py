@@ -11,15 +11,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer.client import Client
 from producer.demo.localredis import LocalRedis
 from producer.demo.loopback import Hit, LoopbackAPI, Reply
-from tests.support import WorkerProcess, base_env, eventually, run_cli
-from tests.support.stack import Stack
+from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
-from worker.profiles import load_profiles
 from worker.ratelimit import RateLimiter
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -127,11 +124,7 @@ def stack(redis_server: LocalRedis, fussy: FussyAPI,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("limits")
     with LoopbackAPI(fallback=fussy) as api:
-        apis = tmp / "apis.toml"
-        apis.write_text(PROFILES.format(url=api.url, limit=LIMIT_PER_S))
-        env = base_env(redis_server.url, str(apis), REQWORKER_KEY_PREFIX=f"rl{uuid.uuid4().hex[:6]}")
-        client = Client(Settings.from_env(env), load_profiles(apis, env, with_secrets=False))
-        yield Stack(api, env, client, tmp)
+        yield new_stack(redis_server.url, api, tmp, profiles=PROFILES.replace("{limit}", str(LIMIT_PER_S)))
 
 
 @pytest.fixture(scope="module")

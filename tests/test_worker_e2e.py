@@ -14,7 +14,7 @@ import redis
 from producer.demo.localredis import LocalRedis
 from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess
-from tests.support.stack import TOKEN, Stack, countdowns, make_stack
+from tests.support.stack import TOKEN, Stack, countdowns, make_stack, one_worker
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,7 @@ def stack(redis_server: LocalRedis, loopback_api: LoopbackAPI, broker: dict[str,
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    proc = stack.worker("worker", concurrency=4)
-    yield proc
-    proc.stop()
+    yield from one_worker(stack, concurrency=4)
 
 
 def unique(prefix: str = "/r") -> str:

@@ -67,23 +67,31 @@ def countdowns(log: str, job_id: str) -> list[float]:
     return [float(m) for m in re.findall(rf"job {re.escape(job_id)} countdown=([0-9.e+-]+)", log)]
 
 
-@contextmanager
-def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, extra_profiles: str = "",
-               **env_extra: str) -> Iterator[Stack]:
-    """``extra_profiles`` is more TOML, where ``{url}`` is the loopback API's address."""
+def new_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, profiles: str = PROFILES,
+              extra_profiles: str = "", **env_extra: str) -> Stack:
+    """A stack whose apis.toml is ``profiles`` (a ``str.format`` template of ``{url}``, the
+    loopback API's address, with literal braces doubled) and ``extra_profiles`` (more TOML,
+    where ``{url}`` is replaced as it is)."""
     apis = tmp / "apis.toml"
-    apis.write_text(PROFILES.format(url=api.url) + extra_profiles.replace("{url}", api.url))
+    apis.write_text(profiles.format(url=api.url) + extra_profiles.replace("{url}", api.url))
     # A key prefix of its own: pauses and budgets of one stack never reach another.
     env_extra.setdefault("REQWORKER_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
     env = base_env(redis_url, str(apis), TEST_API_TOKEN=TOKEN, **env_extra)
     settings = Settings.from_env(env)
     client = Client(settings, load_profiles(apis, env, with_secrets=False))
-    yield Stack(api, env, client, tmp)
+    return Stack(api, env, client, tmp)
 
 
-def one_worker(stack: Stack, concurrency: int = 4) -> Iterator[WorkerProcess]:
+@contextmanager
+def make_stack(redis_url: str, api: LoopbackAPI, tmp: Path, *, extra_profiles: str = "",
+               **env_extra: str) -> Iterator[Stack]:
+    """``new_stack`` with the profiles above, for a ``with`` block or a fixture."""
+    yield new_stack(redis_url, api, tmp, extra_profiles=extra_profiles, **env_extra)
+
+
+def one_worker(stack: Stack, concurrency: int = 4, name: str = "worker") -> Iterator[WorkerProcess]:
     """The body of a module's ``worker`` fixture: one worker for the module's tests."""
-    proc = stack.worker("worker", concurrency=concurrency)
+    proc = stack.worker(name, concurrency=concurrency)
     yield proc
     proc.stop()
 
