@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI
 from tests.support import WorkerProcess
+from tests.support.loopback import LoopbackAPI
 from tests.support.oauth import Provider
 from worker.keys import Keys
 

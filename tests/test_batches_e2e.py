@@ -14,8 +14,8 @@ import redis
 from producer.batches import BatchStore
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import eventually, run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import TOKEN, Stack, make_stack
 from worker.keys import Keys
 from worker.profiles import load_profiles

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import WorkerProcess, run_cli
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration

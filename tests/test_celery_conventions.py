@@ -16,8 +16,8 @@ from celery.result import AsyncResult
 
 from celeryconfig import celery_settings
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import REQWORKER, WorkerProcess, run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack
 from worker.errors import JobFailed
 from worker.settings import Settings, SettingsError

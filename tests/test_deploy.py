@@ -33,11 +33,11 @@ import yaml
 
 from producer.cli import main as cli_main
 from producer.demo.localredis import LocalRedis, find_redis_server, free_port
-from producer.demo.loopback import LoopbackAPI
 from producer.flower import AUTH_ENV
 from tests.support import eventually
 from tests.support.deployfiles import DEPLOY, ENV_EXAMPLE, ROOT, deploy_profiles, env_file, example_env
 from tests.support.flower import FlowerProcess
+from tests.support.loopback import LoopbackAPI
 from tests.support.stack import Stack, make_stack
 from worker.preflight import shutdown_grace_s
 from worker.settings import Settings

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.jobs import TASK_NAME
 

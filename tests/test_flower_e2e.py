@@ -18,7 +18,6 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis, free_port
-from producer.demo.loopback import LoopbackAPI, Reply
 from producer.flower import (
     AUTH_ENV,
     FLOWER_AUTH_ENV,
@@ -29,6 +28,7 @@ from producer.flower import (
 )
 from tests.support import WorkerProcess, eventually, run_cli
 from tests.support.flower import PASSWORD, USER, FlowerProcess
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import TOKEN, Stack, make_stack
 from worker.jobs import TASK_NAME
 from worker.keys import Keys

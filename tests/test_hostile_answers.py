@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, base_env
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, countdowns, make_stack, one_worker
 from worker.cache import CACHE_MAX_BODY
 from worker.keys import Keys

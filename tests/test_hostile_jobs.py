@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI
 from producer.jsonl import read_jobs, read_lines
 from tests.support import WorkerProcess, run_cli
+from tests.support.loopback import LoopbackAPI
 from tests.support.stack import Stack, make_stack, one_worker
 from worker.jobs import JobError, parse_job
 from worker.profiles import Profile

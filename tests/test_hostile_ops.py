@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis, free_port
-from producer.demo.loopback import LoopbackAPI, Reply
 from producer.flower import AUTH_ENV, FLOWER_AUTH_ENV, FlowerConfigError, plan_flower
 from tests.support import WorkerProcess, run_cli
 from tests.support.flower import FlowerProcess
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack, one_worker
 from worker.keys import Keys
 

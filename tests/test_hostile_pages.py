@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import WorkerProcess, run_cli
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack, one_worker
 from worker.jobs import Job
 from worker.keys import Keys

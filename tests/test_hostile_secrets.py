@@ -17,8 +17,8 @@ import requests
 from producer.authflow import _CallbackHandler, authorise_in_browser
 from producer.client import Client
 from producer.demo.localredis import LocalRedis, free_port
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, base_env
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.oauth import ENV, Provider, oauth_profile
 from worker.executor import scrub_record, secrets_of
 from worker.keys import Keys

@@ -19,8 +19,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer.demo.localredis import LocalRedis, free_port
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import TOKEN, Stack, make_stack
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from producer.demo.localredis import free_port
-from producer.demo.loopback import Reply
+from tests.support.loopback import Reply
 from tests.support.oauth import ENV, Provider, authoriser, every_value, oauth_profile
 from worker.auth import Credentials
 from worker.errors import AuthError

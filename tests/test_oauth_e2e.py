@@ -22,8 +22,8 @@ import redis
 
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, Reply
 from tests.support import WorkerProcess, base_env, eventually
+from tests.support.loopback import Hit, Reply
 from tests.support.oauth import ENV, FleetProvider, Realm, every_value
 from worker.keys import Keys
 from worker.profiles import load_profiles

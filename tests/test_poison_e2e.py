@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack, one_worker
 from worker.jobs import TASK_NAME
 from worker.settings import Settings

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import REQWORKER, WorkerProcess, eventually, run_cli
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack, one_worker
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually, run_cli
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
 from worker.ratelimit import RateLimiter

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI
 from producer.enqueue import enqueue
 from producer.publish import RedisBulkPublisher
 from tests.support import REQWORKER, eventually, run_cli
+from tests.support.loopback import LoopbackAPI
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import redis
 
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, base_env, eventually, run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from worker.profiles import load_profiles
 from worker.settings import Settings
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import eventually
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration

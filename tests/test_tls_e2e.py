@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from producer.demo.localredis import LocalRedis, free_port
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import run_cli
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import redis
 
 from producer.client import Batch
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess, eventually
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
 from worker.parking import parked_key

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from producer.demo.loopback import LoopbackAPI, Reply
 from tests.support import WorkerProcess
+from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import TOKEN, Stack, countdowns, make_stack, one_worker
 
 pytestmark = pytest.mark.integration

@@ -2,8 +2,8 @@
 
 More in this package: ``stack`` (a running reqworker stack), ``oauth`` (fake OAuth
 providers), ``flower`` (Flower as a subprocess), ``deployfiles`` (reading deploy/),
-``admission`` (a scripted limiter for the gate). The private redis-server and the loopback
-API the fixtures start are ``producer.demo.localredis`` and ``producer.demo.loopback``.
+``admission`` (a scripted limiter for the gate), ``loopback`` (the scriptable loopback API
+the fixtures start). The private redis-server is ``producer.demo.localredis``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode
 
 import redis
 
-from producer.demo.loopback import Hit, LoopbackAPI, Reply
+from tests.support.loopback import Hit, LoopbackAPI, Reply
 from worker.keys import Keys
 from worker.oauth import OAuth2Authoriser
 from worker.profiles import Profile, parse_profiles

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from producer.client import Batch, Client
-from producer.demo.loopback import LoopbackAPI
 from tests.support import WorkerProcess, base_env
+from tests.support.loopback import LoopbackAPI
 from worker.profiles import load_profiles
 from worker.settings import Settings
 
