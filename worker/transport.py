@@ -40,6 +40,8 @@ log = logging.getLogger("reqworker.transport")
 
 #: Longest sleep of the mover between two looks at the parked sets.
 IDLE_S = 1.0
+#: How long a worker keeps trying to record a message it took off its queue as held.
+APPEND_RETRY_S = 60.0
 #: Shortest sleep of the mover: due messages are moved in small batches, never one call each;
 #: a reserved rate slot comes back early enough (``admission.EARLY_S``) to absorb it.
 MIN_SLEEP_S = 0.2
@@ -89,15 +91,35 @@ class _Keeper(threading.Thread):
 
 
 class ParkingQoS(kombu_redis.QoS):
-    """kombu's Redis QoS, told which held messages were parked again (``ParkingChannel.repark``).
+    """kombu's Redis QoS, with two changes.
 
-    Parking one again already acknowledged it in Redis: Celery's acknowledgement after
-    the run then only forgets it here.
+    - It knows which held messages were parked again (``ParkingChannel.repark``): that
+      already acknowledged them in Redis, so Celery's acknowledgement after the run
+      only forgets them here.
+    - Recording a message just taken from its queue as held (``append``) is tried
+      again while Redis cannot be reached, for up to ``APPEND_RETRY_S``: the message
+      is already off its queue, and kombu would drop it. A Sentinel failover that
+      lands between the two steps thus costs nothing.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reparked: set[str] = set()
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        deadline = time.monotonic() + APPEND_RETRY_S
+        pause_s = 0.1
+        while True:
+            try:
+                super().append(message, delivery_tag)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + pause_s > deadline:
+                    raise
+                log.warning("could not record message %s as held (%s: %s); trying again",
+                            delivery_tag, type(exc).__name__, exc)
+                time.sleep(pause_s)
+                pause_s = min(pause_s * 2, 2.0)
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self.reparked:
