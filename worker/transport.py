@@ -55,6 +55,12 @@ _consuming: weakref.WeakSet[ParkingChannel] = weakref.WeakSet()
 Rewrite = Callable[[dict[str, Any], Any], tuple[dict[str, Any], Any]]
 
 
+def _wake_for(delay_ms: int) -> None:
+    """Wake this process's movers for a message parked for no longer than they sleep."""
+    if delay_ms <= IDLE_S * 1000:
+        _parked_soon.set()
+
+
 class _Keeper(threading.Thread):
     """One per consuming channel: moves due messages, renews the leases of held ones."""
 
@@ -147,11 +153,14 @@ class ParkingChannel(kombu_redis.Channel):
             super()._put(queue, message, **kwargs)
             return
         pri = self._get_message_priority(message, reverse=False)
+        self._parker().park(self._q_for_pri(queue, pri), dumps(message), delay)
+        _wake_for(delay)
+
+    def _parker(self) -> Parking:
+        """This channel's ``Parking``, made on first use."""
         if self._parking is None:
             self._parking = Parking(self._create_client())
-        self._parking.park(self._q_for_pri(queue, pri), dumps(message), delay)
-        if delay <= IDLE_S * 1000:
-            _parked_soon.set()
+        return self._parking
 
     # -- consuming ---------------------------------------------------------------
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
@@ -198,20 +207,19 @@ class ParkingChannel(kombu_redis.Channel):
         props.update(delivery_info=info, delivery_tag=str(uuid.uuid4()))
         payload = {**raw, "headers": headers, "properties": props, "body": encoded}
         target = self._q_for_pri(queue, self._get_message_priority(payload, reverse=False))
-        if self._parking is None:
-            self._parking = Parking(self._create_client())
+        parking = self._parker()
         self.qos.reparked.add(tag)
         try:
-            due = self._parking.repark(target, dumps(payload), delay,
-                                       (self.unacked_index_key, self.unacked_key, tag))
+            due = parking.repark(target, dumps(payload), delay,
+                                 (self.unacked_index_key, self.unacked_key, tag))
         except Exception as exc:  # Redis failed: the held message comes back on its own
             log.warning("could not park message %s again (%s: %s); it comes back after the "
                         "visibility timeout", tag, type(exc).__name__, exc)
             return True
         if due is None:
             log.info("message %s went back to its queue before it was parked again", tag)
-        elif delay <= IDLE_S * 1000:
-            _parked_soon.set()
+        else:
+            _wake_for(delay)
         return True
 
     def _connparams(self, asynchronous: bool = False) -> Any:
