@@ -73,7 +73,7 @@ def _reqworker_settings(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
         # Workers import the task; producers never do (they publish it by name).
-        "imports": ("worker.tasks",),
+        "imports": ("worker.tasks", "worker.bundles"),
         **_broker_settings(settings),
     }
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from producer.batches import BatchStore
+from producer.bundling import pack, packable
 from producer.publish import Outgoing, Publisher, RedisBulkPublisher, random_uuids
 from worker.jobs import Job
+from worker.profiles import Profile
 
 #: Input lines recorded and published per step of a bulk enqueue.
 PUBLISH_CHUNK = 500
@@ -84,8 +87,12 @@ def publish_chunk(
     jobs: list[tuple[int | None, Job]],
     refused: list[Rejected] | None = None,
     upto_line: int | None = None,
+    profiles: Mapping[str, Profile] | None = None,
 ) -> list[str]:
-    """Record, publish, then note one chunk; a GET repeated in the batch is recorded, not run."""
+    """Record, publish, then note one chunk; a GET repeated in the batch is recorded, not run.
+
+    With ``profiles``, jobs that may share a message are packed (``producer.bundling``).
+    """
     ids = random_uuids(len(jobs))
     gets = [(i, fingerprint(job)) for i, (_, job) in enumerate(jobs) if job.method == "GET"]
     first = store.claim(batch_id, [(fp, ids[i]) for i, fp in gets])
@@ -105,7 +112,9 @@ def publish_chunk(
             entries.append(entry + b"}")
             outgoing.append(Outgoing(job_id, {"job": message, "batch_id": batch_id},
                                      job.shown_arguments(batch_id),
-                                     b'{"job": %b, "batch_id": %b}' % (text, batch_json)))
+                                     b'{"job": %b, "batch_id": %b}' % (text, batch_json),
+                                     packable=profiles is not None and packable(job, profiles),
+                                     job_json=text))
     rejected = [{"line": r.line, "field": r.field, "message": r.message} for r in refused or []]
     store.add(batch_id, entries, len(same_as), rejected, upto_line)
     publish_noted(store, publisher, batch_id, outgoing, upto_line, len(jobs))
@@ -117,8 +126,10 @@ def publish_noted(store: BatchStore, publisher: Publisher, batch_id: str,
     """Publish, then note the input lines published.
 
     On a Redis broker that is also the batch's Redis (the default), both are one
-    transaction, so an enqueue killed in between leaves no chunk in doubt.
+    transaction, so an enqueue killed in between leaves no chunk in doubt. Jobs marked
+    packable go out in bundles of up to the publisher's ``per_message``.
     """
+    outgoing = pack(outgoing, publisher.per_message)
     if isinstance(publisher, RedisBulkPublisher) and publisher.shares(store.url):
         pipe = store.client.pipeline(transaction=True)
         publisher.push(pipe, outgoing)

@@ -103,7 +103,7 @@ class _Run:
         if self.doubtful:
             self.publish_doubtful()
         publish_chunk(self.store, self.publisher, self.batch_id, self.chunk, self.refused,
-                      self.last_line)
+                      self.last_line, self.profiles)
         self.tally.accepted += len(self.chunk)
         self.tally.rejected.extend(self.refused)
         if self.on_progress is not None:
@@ -113,7 +113,7 @@ class _Run:
 
     def publish_doubtful(self) -> None:
         self.tally.accepted += publish_doubtful(self.store, self.publisher, self.batch_id,
-                                                self.doubtful, self.recorded_line)
+                                                self.doubtful, self.recorded_line, self.profiles)
 
 
 def enqueue(

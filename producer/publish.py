@@ -48,24 +48,34 @@ class Outgoing(NamedTuple):
     kwargsrepr: str
     #: ``json.dumps(kwargs)`` as UTF-8, when the caller has it already: the bulk publisher uses it.
     kwargs_json: bytes | None = None
+    #: The task to run: one job (``reqworker.request``), or a bundle of them.
+    task: str = TASK_NAME
+    #: May share a message with other jobs (``producer.bundling``).
+    packable: bool = False
+    #: ``json.dumps(kwargs["job"])`` as UTF-8, when the caller has it: a bundle is built from it.
+    job_json: bytes | None = None
 
 
 class Publisher(Protocol):
+    #: Jobs packed into one message at most (``producer.bundling``); 1: each job alone.
+    per_message: int
+
     def publish(self, messages: Sequence[Outgoing]) -> None: ...
 
 
 class CeleryPublisher:
     """Celery's own producer, one message per round trip (any broker)."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, per_message: int = 1) -> None:
         self.app = app
+        self.per_message = per_message
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
             return
         with self.app.producer_or_acquire() as producer:
             for out in messages:
-                self.app.send_task(TASK_NAME, kwargs=out.kwargs, task_id=out.task_id,
+                self.app.send_task(out.task, kwargs=out.kwargs, task_id=out.task_id,
                                    producer=producer, kwargsrepr=out.kwargsrepr)
 
 
@@ -89,18 +99,20 @@ class RedisBulkPublisher:
     and Flower view, instead of two ``json.dumps`` of the whole message.
     """
 
-    def __init__(self, app: Celery, client: redis.Redis[bytes], url: str | None = None) -> None:
+    def __init__(self, app: Celery, client: redis.Redis[bytes], url: str | None = None,
+                 per_message: int = 1) -> None:
         self.app = app
         self.client = client
         self.queue = app.conf.task_default_queue
         #: The broker's URL, when known: ``shares`` compares it.
         self.url = url
-        self._template = self._build_template()
+        self.per_message = per_message
+        self._templates: dict[str, tuple[bytes, Callable[[tuple[bytes, ...]], tuple[bytes, ...]]]] = {}
 
-    def _message(self, task_id: str, kwargs: dict[str, Any], kwargsrepr: str, body: str,
+    def _message(self, task: str, task_id: str, kwargs: dict[str, Any], kwargsrepr: str, body: str,
                  tag: str) -> dict[str, Any]:
         headers, properties, _, _ = self.app.amqp.as_task_v2(
-            task_id, TASK_NAME, args=(), kwargs=kwargs, argsrepr="()",
+            task_id, task, args=(), kwargs=kwargs, argsrepr="()",
             kwargsrepr=kwargsrepr, reply_to=self.app.thread_oid,
         )
         return {
@@ -118,10 +130,15 @@ class RedisBulkPublisher:
             },
         }
 
-    def _build_template(self) -> tuple[bytes, Callable[[tuple[bytes, ...]], tuple[bytes, ...]]]:
-        """The message as a bytes %-format, and what picks its values, in their order, from
-        ``(id, kwargsrepr, body, tag)`` (the id comes twice: id and correlation_id)."""
-        text = json.dumps(self._message(_ID, {}, _KWARGSREPR, _BODY, _TAG)).replace("%", "%%")
+    def _template(self, task: str) -> tuple[bytes, Callable[[tuple[bytes, ...]], tuple[bytes, ...]]]:
+        if task not in self._templates:
+            self._templates[task] = self._build_template(task)
+        return self._templates[task]
+
+    def _build_template(self, task: str) -> tuple[bytes, Callable[[tuple[bytes, ...]], tuple[bytes, ...]]]:
+        """The message of ``task`` as a bytes %-format, and what picks its values, in their
+        order, from ``(id, kwargsrepr, body, tag)`` (the id comes twice: id and correlation_id)."""
+        text = json.dumps(self._message(task, _ID, {}, _KWARGSREPR, _BODY, _TAG)).replace("%", "%%")
         markers = (_ID, _KWARGSREPR, _BODY, _TAG)
         order: list[int] = []
 
@@ -137,7 +154,7 @@ class RedisBulkPublisher:
     def envelope(self, out: Outgoing, tag: str | None = None) -> bytes:
         """The message exactly as kombu's Redis transport stores a published task."""
         kwargs = out.kwargs_json if out.kwargs_json is not None else json.dumps(out.kwargs).encode()
-        template, pick = self._template
+        template, pick = self._template(out.task)
         return template % pick((
             _json_text(out.task_id).encode(),
             _json_text(out.kwargsrepr).encode(),
@@ -163,5 +180,5 @@ class RedisBulkPublisher:
 def make_publisher(app: Celery, settings: Settings) -> Publisher:
     if settings.broker_is_redis:
         return RedisBulkPublisher(app, command_client(settings.broker_url, settings),
-                                  settings.broker_url)
-    return CeleryPublisher(app)
+                                  settings.broker_url, settings.jobs_per_message)
+    return CeleryPublisher(app, settings.jobs_per_message)

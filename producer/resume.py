@@ -8,13 +8,15 @@ publication was cut short under the ids they were recorded with.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from producer.batches import BatchStore
+from producer.bundling import packable
 from producer.chunks import publish_noted
 from producer.publish import Outgoing, Publisher
 from worker.jobs import Job, JobError
+from worker.profiles import Profile
 
 
 class ResumeMismatch(JobError):
@@ -59,7 +61,8 @@ def seen_before(earlier: Earlier, batch_id: str, line: int, job: Job | None,
 
 
 def publish_doubtful(store: BatchStore, publisher: Publisher, batch_id: str,
-                     doubtful: list[tuple[dict[str, Any], Job]], upto_line: int) -> int:
+                     doubtful: list[tuple[dict[str, Any], Job]], upto_line: int,
+                     profiles: Mapping[str, Profile] | None = None) -> int:
     """Publish the recorded jobs of the chunk an interrupted enqueue may not have published.
 
     They go out under the ids they were recorded with, unless one of them already has
@@ -68,7 +71,8 @@ def publish_doubtful(store: BatchStore, publisher: Publisher, batch_id: str,
     running = [entry["id"] for entry, _ in doubtful if not entry.get("same_as")]
     outgoing = [] if any(meta is not None for meta in store.metas(running)) else [
         Outgoing(entry["id"], {"job": entry["job"], "batch_id": batch_id},
-                 job.shown_arguments(batch_id))
+                 job.shown_arguments(batch_id),
+                 packable=profiles is not None and packable(job, profiles))
         for entry, job in doubtful if not entry.get("same_as")]
     publish_noted(store, publisher, batch_id, outgoing, upto_line, len(doubtful))
     count = len(doubtful)

@@ -20,6 +20,7 @@ from producer.enqueue import enqueue
 from producer.publish import RedisBulkPublisher
 from tests.support import REQWORKER, eventually, run_cli
 from tests.support.loopback import LoopbackAPI
+from tests.support.messages import job_ids
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
@@ -109,6 +110,7 @@ class _DiesAfter:
 
     def __init__(self, inner: Any, nth: int, *, published: bool) -> None:
         self.inner, self.nth, self.published, self.calls = inner, nth, published, 0
+        self.per_message = inner.per_message
 
     def publish(self, messages: Any) -> None:
         self.calls += 1
@@ -142,7 +144,7 @@ def test_a_resume_settles_the_chunk_an_enqueue_recorded_but_may_not_have_publish
                            if e["line"] == 501)
             client.app.backend.store_result(running["id"], {"ok": True}, "SUCCESS")
         report = client.resume(batch_id, lines)
-        queued = [json.loads(m)["headers"]["id"] for m in store.client.lrange(queue, 0, -1)]
+        queued = job_ids(store.client.lrange(queue, 0, -1))
         store.client.delete(queue)
     recorded = [e["id"] for chunk in store.entries(batch_id) for e in chunk]
     assert report.accepted == 500

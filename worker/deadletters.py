@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from worker.jobs import TASK_NAME
+from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
 
 #: Dead letters kept per queue; older ones are dropped.
 KEEP = 1000
@@ -57,7 +57,7 @@ def poison_reason(raw: bytes | str, *, job: bool = True) -> tuple[dict[str, Any]
     headers, properties, body = message.get("headers"), message.get("properties"), message.get("body")
     if not isinstance(headers, dict) or not isinstance(properties, dict) or not isinstance(body, str):
         return None, "the message has no headers, properties and body"
-    if headers.get("task") != TASK_NAME:
+    if headers.get("task") not in (TASK_NAME, BUNDLE_TASK_NAME):
         return None, f"the message is not a reqworker job (task {str(headers.get('task'))[:80]!r})"
     if properties.get("body_encoding") == "base64":
         try:

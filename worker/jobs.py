@@ -15,6 +15,8 @@ from worker.urls import HEADER_NAME, under_base_problem
 
 #: The registered name of the Celery task that runs a job (``worker.tasks.request``).
 TASK_NAME = "reqworker.request"
+#: The registered name of the task that runs several jobs of one message (``worker.bundles``).
+BUNDLE_TASK_NAME = "reqworker.bundle"
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 #: Methods whose request may have changed something even when no answer came back.
 UNSAFE_METHODS = frozenset({"POST", "PATCH"})

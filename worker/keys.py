@@ -47,6 +47,10 @@ class Keys:
         """String with an expiry: an unsafe job's request went out and its outcome is not stored."""
         return f"{self.prefix}:sent:{job_id}"
 
+    def job_handed(self, job_id: str) -> str:
+        """String with an expiry: a job left its bundle to run again alone (``worker.handoff``)."""
+        return f"{self.prefix}:handed:{job_id}"
+
     def batch_seen(self, batch_id: str) -> str:
         """Hash: fingerprint of each GET in the batch to the id of the job that runs it."""
         return f"{self.prefix}:batch:{batch_id}:seen"

@@ -12,6 +12,7 @@ from worker.admission import Gate
 from worker.auth import Authoriser, NoAuth, StaticBearer
 from worker.batchcount import BatchCounters
 from worker.executor import Executor
+from worker.handoff import Handoffs
 from worker.http import Sessions
 from worker.inflight import InFlight
 from worker.keys import Keys
@@ -31,6 +32,7 @@ class Runtime:
     executor: Executor
     counters: BatchCounters
     inflight: InFlight
+    handoffs: Handoffs
 
 
 def make_authoriser(
@@ -63,7 +65,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     inflight = InFlight(results_redis, keys, settings.result_expires_s)
     executor = Executor(profiles, Sessions(profiles, cache_redis, keys), authorisers, gate,
                         inflight)
-    return Runtime(settings, profiles, cache_redis, executor, counters, inflight)
+    handoffs = Handoffs(results_redis, keys, settings.result_expires_s)
+    return Runtime(settings, profiles, cache_redis, executor, counters, inflight, handoffs)
 
 
 _lock = threading.Lock()

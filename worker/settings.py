@@ -29,6 +29,12 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 40
 #: an overnight sync days later.
 DEFAULT_RESULT_EXPIRES_S = 7 * 24 * 3600
 
+#: Jobs a bulk enqueue packs into one task message at most (``producer.bundling``):
+#: Celery's own work per message costs more CPU than a quick API answer does.
+DEFAULT_JOBS_PER_MESSAGE = 16
+#: The most jobs one message may carry: a message stays a few hundred KB at most.
+MAX_JOBS_PER_MESSAGE = 100
+
 #: Exit status of a process started with a setting it cannot use, as ``reqworker`` exits.
 EXIT_BAD_SETTING = 2
 
@@ -39,16 +45,19 @@ class SettingsError(ValueError):
     """An environment variable holds a value reqworker cannot use."""
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+def _int_env(env: Mapping[str, str], name: str, default: int, *, unit: str = "seconds",
+             most: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number of seconds") from None
+        raise SettingsError(f"{name}={raw!r} is not a whole number of {unit}") from None
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    if most is not None and value > most:
+        raise SettingsError(f"{name}={raw!r} must be at most {most}")
     return value
 
 
@@ -73,6 +82,8 @@ class Settings:
     celery_config: str | None = None
     #: The file a worker touches while it lives, for liveness probes (see worker.alive).
     alive_file: str = DEFAULT_ALIVE_FILE
+    #: Jobs a bulk enqueue packs into one message at most; 1 sends each job alone.
+    jobs_per_message: int = DEFAULT_JOBS_PER_MESSAGE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +104,8 @@ class Settings:
             sentinel_master=env.get("REQWORKER_SENTINEL_MASTER") or None,
             celery_config=env.get("REQWORKER_CELERY_CONFIG") or None,
             alive_file=env.get("REQWORKER_ALIVE_FILE") or DEFAULT_ALIVE_FILE,
+            jobs_per_message=_int_env(env, "REQWORKER_JOBS_PER_MESSAGE", DEFAULT_JOBS_PER_MESSAGE,
+                                      unit="jobs", most=MAX_JOBS_PER_MESSAGE),
         )
         settings.check_urls()
         return settings

@@ -37,11 +37,11 @@ class RequestTask(Task):
     """Keeps the batch counters as jobs finish or wait, after Celery stored their state."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
-        _stored(task_id, kwargs, ok=True)
+        stored(task_id, kwargs, ok=True)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                    einfo: Any) -> None:
-        _stored(task_id, kwargs, ok=False)
+        stored(task_id, kwargs, ok=False)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
                  einfo: Any) -> None:
@@ -52,7 +52,7 @@ class RequestTask(Task):
             state(kwargs["batch_id"], task_id)
 
 
-def _stored(task_id: str, kwargs: dict[str, Any], *, ok: bool) -> None:
+def stored(task_id: str, kwargs: dict[str, Any], *, ok: bool) -> None:
     """After Celery stored a job's outcome: forget its in-flight mark, count it in its batch."""
     crash_point("after-store", task_id)
     job = kwargs.get("job")
@@ -62,7 +62,7 @@ def _stored(task_id: str, kwargs: dict[str, Any], *, ok: bool) -> None:
         runtime().counters.finished(kwargs["batch_id"], task_id, ok=ok)
 
 
-def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
+def flower_view(message: dict[str, Any], batch_id: str | None) -> str:
     """What Flower shows of a retried job's arguments, as at enqueue (``Job.shown_arguments``)."""
     try:
         return Job(**message).shown_arguments(batch_id)
@@ -73,7 +73,7 @@ def _flower_view(message: dict[str, Any], batch_id: str | None) -> str:
         return json.dumps({"job": summary, "batch_id": batch_id})
 
 
-def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
+def publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
     """Run the next page as a job of the same batch, counted before this one finishes."""
     job_id = str(uuid.uuid4())
     message = job.to_message()
@@ -85,7 +85,7 @@ def _publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
                        kwargsrepr=job.shown_arguments(batch_id))
 
 
-def _broker_countdown(countdown_s: float) -> float:
+def broker_countdown(countdown_s: float) -> float:
     """The countdown to ask Celery for, after sleeping off a sub-second one on RabbitMQ.
 
     Celery's native delayed delivery (RabbitMQ) counts whole seconds and refuses a
@@ -136,14 +136,14 @@ def request(
             # acknowledging it, perhaps before counting it): leave the stored result
             # alone, and make sure the batch counted it.
             log.warning("job %s already finished; ignoring a repeated delivery", task_id)
-            _stored(task_id, self.request.kwargs or {}, ok=status == SUCCESS)
+            stored(task_id, self.request.kwargs or {}, ok=status == SUCCESS)
             raise Ignore()
     ctx = JobContext(job_id=task_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Spent.from_message(progress), ctx)
     if isinstance(outcome, Done):
         metrics.ended(job, succeeded=True)
         if outcome.next_job is not None:
-            _publish_next_page(self, outcome.next_job, batch_id)
+            publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
     if isinstance(outcome, RunAgain):
         why: Exception
@@ -156,11 +156,11 @@ def request(
             why = WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
         kwargs = {"job": job, "batch_id": batch_id, "progress": outcome.spent.to_message()}
         # Celery would show the whole job again; Flower gets the summary, as at enqueue.
-        shown = _flower_view(job, batch_id)
+        shown = flower_view(job, batch_id)
         if _wait_in_redis(self, outcome.countdown_s, kwargs, shown):
             raise CeleryRetry(exc=why, when=outcome.countdown_s)
         try:
-            raise self.retry(countdown=_broker_countdown(outcome.countdown_s), kwargs=kwargs, exc=why,
+            raise self.retry(countdown=broker_countdown(outcome.countdown_s), kwargs=kwargs, exc=why,
                              kwargsrepr=shown)
         except (CeleryRetry, Ignore):
             raise

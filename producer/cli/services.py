@@ -18,7 +18,9 @@ from worker.settings import Settings
 @click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
               show_default=True,
               help="threads: --concurrency 8 for a fast API, 64 for a slow one (100 ms or more an "
-                   "answer), one worker per core; prefork isolates jobs.")
+                   "answer), one worker per core; a thread runs the jobs of a bundle (up to 16 "
+                   "jobs a message, see REQWORKER_JOBS_PER_MESSAGE) one after another. prefork "
+                   "isolates jobs in processes, at more memory and CPU per job.")
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: celery's).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,

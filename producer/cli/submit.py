@@ -16,6 +16,7 @@ from producer.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, follow, friend
 from producer.client import Client, SubmitReport
 from producer.jsonl import read_jobs, read_lines
 from producer.progress import bar_text
+from worker.settings import MAX_JOBS_PER_MESSAGE
 
 
 @click.command()
@@ -24,8 +25,14 @@ from producer.progress import bar_text
 @click.option("--wait", "wait_", is_flag=True, help="Wait until every job has finished.")
 @click.option("--resume", "resume_id", default=None, metavar="BATCH_ID",
               help="Go on with an interrupted enqueue of FILE into this batch.")
+@click.option("--per-message", type=click.IntRange(1, MAX_JOBS_PER_MESSAGE), default=None,
+              metavar="N", help="Pack up to N jobs into one message (default: "
+              "REQWORKER_JOBS_PER_MESSAGE, else 16; 1 sends each job alone). Only jobs of "
+              "profiles without rate_limit, concurrency or adaptive_rate, and no POST/PATCH "
+              "without retry_unsafe, share a message.")
 @friendly
-def enqueue(file: BinaryIO, name: str | None, wait_: bool, resume_id: str | None) -> None:
+def enqueue(file: BinaryIO, name: str | None, wait_: bool, resume_id: str | None,
+            per_message: int | None) -> None:
     """Enqueue the jobs in FILE (JSON Lines; - for stdin) as one batch; print its id.
 
     Lines that break the job contract are refused with their line number and the
@@ -34,6 +41,8 @@ def enqueue(file: BinaryIO, name: str | None, wait_: bool, resume_id: str | None
     go out; each line published before must be the same job.
     """
     client = Client.from_env()
+    if per_message is not None:
+        client.publisher.per_message = per_message
     bar = sys.stderr.isatty()
     lines = _CountingLines(file)
 

@@ -1,0 +1,148 @@
+"""The bundle task: the jobs of one message, run one after another by one worker thread.
+
+Why bundles exist, and which jobs share a message: ``producer.bundling``. Each job of a
+bundle is what a ``reqworker.request`` task would be: the same attempt
+(``Executor.run``), its own result under its own id (as Celery stores a task's), its
+batch count and its metrics. The bundle stores no result of its own.
+
+- A job that must run again (a backoff, a pause, a token renewal) leaves the bundle:
+  it is sent as a message of its own, parked until due, and marked as handed off
+  (``worker.handoff``); the bundle goes on with its next job.
+- A redelivered bundle (its worker died before acknowledging it) skips the jobs that
+  finished or left before.
+- On a warm shutdown the bundle stops after the job it is running and sends the rest
+  back to the queue as a new bundle, so a stopping worker waits for one job, not for
+  every job of every bundle it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_shutting_down
+from celery.states import FAILURE, SUCCESS
+
+from worker import metrics
+from worker.app import app
+from worker.crashpoint import crash_point
+from worker.errors import JobFailed
+from worker.executor import Done, JobContext, RunAgain, Spent
+from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
+from worker.runtime import runtime
+from worker.tasks import broker_countdown, flower_view, publish_next_page, stored
+
+log = logging.getLogger("reqworker.bundle")
+
+#: Set when this worker begins a warm shutdown: bundles then hand their rest back.
+_stopping = threading.Event()
+
+
+@worker_shutting_down.connect
+def _hand_back_on_shutdown(**_: Any) -> None:
+    _stopping.set()
+
+
+def _entries(jobs: Any) -> list[tuple[str, Any]]:
+    """The (job id, job) pairs of a bundle's message; an entry without an id cannot be run."""
+    if not isinstance(jobs, list):
+        log.error("a bundle whose jobs are a %s, not a list: nothing to run", type(jobs).__name__)
+        return []
+    entries = [(e["id"], e.get("job")) for e in jobs
+               if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+    if len(entries) < len(jobs):
+        log.error("%d entries of a bundle have no job id: they cannot be run", len(jobs) - len(entries))
+    return entries
+
+
+def _settled(task: Task, entries: Sequence[tuple[str, Any]], batch_id: str | None) -> set[str]:
+    """Jobs of a redelivered bundle that finished or left before; finished ones are counted."""
+    ids = [job_id for job_id, _ in entries]
+    found = runtime().handoffs.settled(ids, [task.backend.get_key_for_task(i) for i in ids])
+    jobs = dict(entries)
+    for job_id, state in found.items():
+        if state != "HANDED":
+            stored(job_id, {"job": jobs[job_id], "batch_id": batch_id}, ok=state == SUCCESS)
+    if found:
+        log.warning("bundle %s came again: %d of its %d jobs were settled before, not run again",
+                    task.request.id, len(found), len(entries))
+    return set(found)
+
+
+def _hand_back(task: Task, rest: Sequence[tuple[str, Any]], batch_id: str | None) -> None:
+    """Send the jobs not yet run back to the queue, as a bundle of their own."""
+    jobs = [{"id": job_id, "job": job} for job_id, job in rest]
+    shown = json.dumps({"jobs": len(jobs), "ids": [job_id for job_id, _ in rest], "batch_id": batch_id})
+    task.app.send_task(BUNDLE_TASK_NAME, kwargs={"jobs": jobs, "batch_id": batch_id}, kwargsrepr=shown)
+    log.info("bundle %s: worker stopping, %d jobs back to the queue", task.request.id, len(jobs))
+
+
+def _finish(task: Task, job_id: str, job: Any, batch_id: str | None, record: dict[str, Any], *,
+            ok: bool) -> None:
+    metrics.ended(job, succeeded=ok)
+    if ok:
+        task.backend.store_result(job_id, record, SUCCESS)
+    else:
+        task.backend.store_result(job_id, JobFailed(record), FAILURE)
+        log.info("job %s failed: %s", job_id, JobFailed(record))
+    stored(job_id, {"job": job, "batch_id": batch_id}, ok=ok)
+
+
+def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, again: RunAgain,
+                     ctx: JobContext) -> None:
+    """The job leaves its bundle: a message of its own, due after the countdown."""
+    kwargs = {"job": job, "batch_id": batch_id, "progress": again.spent.to_message()}
+    try:
+        task.app.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id,
+                           countdown=broker_countdown(again.countdown_s) or None,
+                           kwargsrepr=flower_view(job, batch_id))
+    except Exception as exc:  # the broker refused: the job fails, its batch still finishes
+        why_not = f"the retry could not be scheduled ({type(exc).__name__}); last: {again.reason}"
+        _finish(task, job_id, job, batch_id, runtime().executor.unschedulable(job, again.spent, ctx, why_not),
+                ok=False)
+        return
+    rt = runtime()
+    rt.handoffs.mark(job_id)
+    if again.backoff:
+        metrics.retried(job)
+    if batch_id:
+        (rt.counters.retrying if again.backoff else rt.counters.waiting)(batch_id, job_id)
+    log.info("job %s leaves bundle %s, runs again in %.6g s: %s", job_id, task.request.id,
+             again.countdown_s, again.reason)
+
+
+def run_one(task: Task, job_id: str, job: Any, batch_id: str | None) -> None:
+    """One job of a bundle: an attempt, then its result stored, or the job sent to run again."""
+    ctx = JobContext(job_id=job_id, batch_id=batch_id)
+    outcome = runtime().executor.run(job, Spent(), ctx)
+    if isinstance(outcome, Done):
+        if outcome.next_job is not None:
+            publish_next_page(task, outcome.next_job, batch_id)
+        _finish(task, job_id, job, batch_id, outcome.record, ok=True)
+    elif isinstance(outcome, RunAgain):
+        _run_again_alone(task, job_id, job, batch_id, outcome, ctx)
+    else:
+        _finish(task, job_id, job, batch_id, outcome.record, ok=False)
+    crash_point("bundle-after-job", job_id)
+
+
+@app.task(bind=True, name=BUNDLE_TASK_NAME, acks_late=True, ignore_result=True)
+def bundle(self: Task, jobs: Any, batch_id: str | None = None) -> int:
+    """Run the jobs of one message in order; returns how many it ran."""
+    entries = _entries(jobs)
+    redelivered = (self.request.delivery_info or {}).get("redelivered")
+    settled = _settled(self, entries, batch_id) if redelivered else set()
+    ran = 0
+    for index, (job_id, job) in enumerate(entries):
+        if job_id in settled:
+            continue
+        if _stopping.is_set():
+            _hand_back(self, [e for e in entries[index:] if e[0] not in settled], batch_id)
+            break
+        run_one(self, job_id, job, batch_id)
+        ran += 1
+    return ran
