@@ -235,19 +235,28 @@ def prepare(side: Side, urls: list[str]) -> list[tuple[str, dict[str, Any]]]:
 def enqueue(app: Any, side: Side, messages: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """A plain side: one ``send_task`` per job on one producer connection, as a user writes it.
     reqworker: its own bulk publisher (``reqworker enqueue``'s), which, unlike ``send_task``,
-    subscribes to no result channel."""
+    subscribes to no result channel, and packs jobs into bundles as ``reqworker enqueue``
+    does (``REQWORKER_JOBS_PER_MESSAGE``; ``producer.bundling``)."""
     if side.plain:
         with app.producer_or_acquire() as producer:
             for task_id, kwargs in messages:
                 app.send_task(side.task, kwargs=kwargs, task_id=task_id, producer=producer)
     else:
+        from producer.bundling import pack, packable
         from producer.publish import Outgoing, make_publisher
         from worker.jobs import Job
+        from worker.profiles import load_profiles
         from worker.settings import Settings
 
-        publisher = make_publisher(app, Settings.from_env())
-        publisher.publish([Outgoing(task_id, kwargs, Job(**kwargs["job"]).shown_arguments(kwargs["batch_id"]))
-                           for task_id, kwargs in messages])
+        settings = Settings.from_env()
+        publisher = make_publisher(app, settings)
+        profiles = load_profiles(settings.apis_path, with_secrets=False)
+        outgoing = []
+        for task_id, kwargs in messages:
+            job = Job(**kwargs["job"])
+            outgoing.append(Outgoing(task_id, kwargs, job.shown_arguments(kwargs["batch_id"]),
+                                     packable=packable(job, profiles)))
+        publisher.publish(pack(outgoing, publisher.per_message))
     return [task_id for task_id, _ in messages]
 
 

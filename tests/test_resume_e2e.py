@@ -176,7 +176,7 @@ def test_an_enqueue_stopped_by_an_error_marks_its_batch_and_resumes_after_the_fi
         assert not enqueuing.interrupted
         assert "enqueue stopped at line 501: UnicodeDecodeError" in status.stdout
         report = client.resume(batch_id, jobs)
-        queued = store.client.llen(queue)
+        queued = len(job_ids(store.client.lrange(queue, 0, -1)))
         store.client.delete(queue)
     assert report.accepted == 200
     assert queued == 700

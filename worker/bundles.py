@@ -34,7 +34,7 @@ from worker.errors import JobFailed
 from worker.executor import Done, JobContext, RunAgain, Spent
 from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
 from worker.runtime import runtime
-from worker.tasks import broker_countdown, flower_view, publish_next_page, stored
+from worker.tasks import broker_countdown, flower_view, publish_next_page, run_again_reason, stored
 
 log = logging.getLogger("reqworker.bundle")
 
@@ -107,12 +107,10 @@ def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, ag
         return
     rt = runtime()
     rt.handoffs.mark(job_id)
-    if again.backoff:
-        metrics.retried(job)
     if batch_id:
         (rt.counters.retrying if again.backoff else rt.counters.waiting)(batch_id, job_id)
-    log.info("job %s leaves bundle %s, runs again in %.6g s: %s", job_id, task.request.id,
-             again.countdown_s, again.reason)
+    log.info("job %s leaves bundle %s to run again alone", job_id, task.request.id)
+    run_again_reason(job_id, job, again)
 
 
 def run_one(task: Task, job_id: str, job: Any, batch_id: str | None) -> None:

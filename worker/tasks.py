@@ -85,6 +85,16 @@ def publish_next_page(task: Task, job: Job, batch_id: str | None) -> None:
                        kwargsrepr=job.shown_arguments(batch_id))
 
 
+def run_again_reason(job_id: str, job: Any, outcome: RunAgain) -> RetryLater:
+    """Count and log a job that runs again; what Flower shows for it: a retry or a wait."""
+    if outcome.backoff:
+        metrics.retried(job)
+        log.info("job %s countdown=%.6g %s", job_id, outcome.countdown_s, outcome.reason)
+        return RetryLater(outcome.reason)
+    log.info("job %s waits %.6g s: %s", job_id, outcome.countdown_s, outcome.reason)
+    return WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
+
+
 def broker_countdown(countdown_s: float) -> float:
     """The countdown to ask Celery for, after sleeping off a sub-second one on RabbitMQ.
 
@@ -146,14 +156,7 @@ def request(
             publish_next_page(self, outcome.next_job, batch_id)
         return outcome.record
     if isinstance(outcome, RunAgain):
-        why: Exception
-        if outcome.backoff:
-            metrics.retried(job)
-            log.info("job %s countdown=%.6g %s", task_id, outcome.countdown_s, outcome.reason)
-            why = RetryLater(outcome.reason)
-        else:
-            log.info("job %s waits %.6g s: %s", task_id, outcome.countdown_s, outcome.reason)
-            why = WaitLater(f"{outcome.reason}; runs again in {outcome.countdown_s:.3g} s")
+        why = run_again_reason(task_id, job, outcome)
         kwargs = {"job": job, "batch_id": batch_id, "progress": outcome.spent.to_message()}
         # Celery would show the whole job again; Flower gets the summary, as at enqueue.
         shown = flower_view(job, batch_id)
