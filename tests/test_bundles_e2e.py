@@ -22,6 +22,7 @@ from tests.support import WorkerProcess, eventually
 from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.messages import job_ids
 from tests.support.stack import Stack, new_stack
+from worker.errors import JobFailed
 from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ timeout = 5
 
 class GateAPI:
     """Answers every request; holds the requests to /held/ paths while ``open`` is clear,
-    and answers the first request to each /flaky/ path with a 503."""
+    answers the first request to each /flaky/ path with a 503, and /gone/ with a 404."""
 
     def __init__(self) -> None:
         self.open = threading.Event()
@@ -57,6 +58,8 @@ class GateAPI:
     def _answer(self, hit: Hit) -> Reply | None:
         if "/held/" in hit.path:
             self.open.wait(timeout=120)
+        if "/gone/" in hit.path:
+            return Reply(404, json={"error": {"message": "no such item"}})
         if "/flaky/" in hit.path:
             with self._lock:
                 first = hit.path not in self._flaked
@@ -143,6 +146,29 @@ def test_a_job_that_must_retry_leaves_its_bundle_and_the_others_go_on(
     assert all(hits[f"/flaky/{run}/{i}"] == 2 for i in flaky)
     assert all(hits[f"/ok/{run}/{i}"] == 1 for i in range(64) if i not in flaky)
     assert "leaves bundle" in worker.log()
+
+
+def test_a_job_of_a_bundle_that_fails_fails_alone_with_its_record(
+        redis_server: LocalRedis, gate: GateAPI, tmp_path: Path) -> None:
+    stack = _stack(redis_server, gate, tmp_path)
+    run = uuid.uuid4().hex[:8]
+    jobs = [{"api": "open", "path": f"/{'gone' if i == 7 else 'ok'}/{run}/{i}", "key": i} for i in range(64)]
+    worker = stack.worker("failing", concurrency=2)
+    try:
+        report = stack.client.submit_many(jobs, name="failing")
+        counts = report.batch.wait(poll_s=0.1, timeout_s=120)
+        records = {r["key"]: r for r in report.batch.results()}
+        gone = next(e["id"] for chunk in stack.client.store.entries(report.batch.id) for e in chunk
+                    if e["job"]["key"] == 7)
+        with pytest.raises(JobFailed) as failed:
+            stack.client.app.AsyncResult(gone).get(timeout=30)
+    finally:
+        worker.stop()
+    assert (counts.succeeded, counts.failed) == (63, 1)
+    assert records[7]["error"]["status_code"] == 404
+    assert records[7]["error"]["message"] == "no such item"
+    assert failed.value.record["job_id"] == gone
+    assert all(records[i]["ok"] for i in range(64) if i != 7)
 
 
 def test_a_bundle_whose_worker_dies_runs_each_of_its_jobs_once(

@@ -29,10 +29,12 @@ from celery.states import FAILURE, SUCCESS
 
 from worker import metrics
 from worker.app import app
+from worker.batchcount import FAILED, SUCCEEDED
 from worker.crashpoint import crash_point
 from worker.errors import JobFailed
 from worker.executor import Done, JobContext, RunAgain, Spent
 from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
+from worker.lua import script
 from worker.runtime import runtime
 from worker.tasks import broker_countdown, flower_view, publish_next_page, run_again_reason, stored
 
@@ -83,13 +85,33 @@ def _hand_back(task: Task, rest: Sequence[tuple[str, Any]], batch_id: str | None
 
 def _finish(task: Task, job_id: str, job: Any, batch_id: str | None, record: dict[str, Any], *,
             ok: bool) -> None:
+    """Store the job's result as Celery stores a task's, and count it, in one round trip.
+
+    The result is written (and published, for ``AsyncResult.get``) unless the job has a
+    finished one already, as ``worker.resultstore`` keeps it; then the batch counts it.
+    Both go in one pipeline, in that order, retried as Celery retries a result.
+    """
     metrics.ended(job, succeeded=ok)
-    if ok:
-        task.backend.store_result(job_id, record, SUCCESS)
-    else:
-        task.backend.store_result(job_id, JobFailed(record), FAILURE)
+    backend = task.backend
+    state = SUCCESS if ok else FAILURE
+    meta = backend._get_result_meta(result=backend.encode_result(record if ok else JobFailed(record), state),
+                                    state=state, traceback=None, request=None)
+    # The job's own, not the bundle's: pages and retries the bundle sent are no children of it.
+    meta.update(task_id=job_id, children=[])
+    value = backend.encode(meta)
+    rt = runtime()
+
+    def write() -> None:
+        pipe = rt.counters.client.pipeline(transaction=False)
+        keep = script(rt.counters.client, "resultstore_store.lua")
+        keep(keys=[backend.get_key_for_task(job_id)], args=[value, int(backend.expires or 0)], client=pipe)
+        if batch_id:
+            rt.counters.count(batch_id, job_id, SUCCEEDED if ok else FAILED, client=pipe)
+        pipe.execute()
+
+    backend.ensure(write, ())
+    if not ok:
         log.info("job %s failed: %s", job_id, JobFailed(record))
-    stored(job_id, {"job": job, "batch_id": batch_id}, ok=ok)
 
 
 def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, again: RunAgain,
