@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from worker.keys import Keys
-from worker.lua import script
+from worker.lua import queue, script
 
 #: The states a job of a batch can be counted in, as fields of the batch's hash.
 WAITING, RETRYING, SUCCEEDED, FAILED = "waiting", "retrying", "succeeded", "failed"
@@ -39,6 +39,15 @@ class BatchCounters:
         """Count the job in ``state``; False when that changed nothing (already counted)."""
         return bool(self._move(keys=self._keys(batch_id), args=[job_id, state, self.ttl_s],
                                client=client))
+
+    @property
+    def move_script(self) -> Any:
+        """The script that moves a job between counted states."""
+        return self._move
+
+    def queue_count(self, pipe: Any, batch_id: str, job_id: str, state: str) -> None:
+        """``count`` queued on a pipeline, by SHA (``worker.lua.queue``)."""
+        queue(pipe, self._move, self._keys(batch_id), [job_id, state, self.ttl_s])
 
     def finished(self, batch_id: str, job_id: str, *, ok: bool) -> bool:
         return self.count(batch_id, job_id, SUCCEEDED if ok else FAILED)

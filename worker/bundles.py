@@ -34,7 +34,7 @@ from worker.crashpoint import crash_point
 from worker.errors import JobFailed
 from worker.executor import Done, JobContext, RunAgain, Spent
 from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME
-from worker.lua import script
+from worker.lua import execute_idempotent, queue, script
 from worker.runtime import runtime
 from worker.tasks import broker_countdown, flower_view, publish_next_page, run_again_reason, stored
 
@@ -101,15 +101,18 @@ def _finish(task: Task, job_id: str, job: Any, batch_id: str | None, record: dic
     value = backend.encode(meta)
     rt = runtime()
 
-    def write() -> None:
-        pipe = rt.counters.client.pipeline(transaction=False)
-        keep = script(rt.counters.client, "resultstore_store.lua")
-        keep(keys=[backend.get_key_for_task(job_id)], args=[value, int(backend.expires or 0)], client=pipe)
-        if batch_id:
-            rt.counters.count(batch_id, job_id, SUCCEEDED if ok else FAILED, client=pipe)
-        pipe.execute()
+    client = rt.counters.client
+    keep = script(client, "resultstore_store.lua")
 
-    backend.ensure(write, ())
+    def pipeline() -> Any:
+        pipe = client.pipeline(transaction=False)
+        queue(pipe, keep, [backend.get_key_for_task(job_id)], [value, int(backend.expires or 0)])
+        if batch_id:
+            rt.counters.queue_count(pipe, batch_id, job_id, SUCCEEDED if ok else FAILED)
+        return pipe
+
+    # Both scripts may run twice: the result is kept if there is one, a count is counted once.
+    backend.ensure(execute_idempotent, (pipeline, client, keep, rt.counters.move_script))
     if not ok:
         log.info("job %s failed: %s", job_id, JobFailed(record))
 

@@ -12,6 +12,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 #: The attribute of a Redis client that holds the scripts registered on it.
 _REGISTERED = "_reqworker_scripts"
@@ -36,3 +37,25 @@ def script(client: Any, *names: str, package: str = "worker") -> Script:
     if key not in registered:
         registered[key] = client.register_script(source(*names, package=package))
     return registered[key]
+
+
+def queue(pipe: Any, run: Any, keys: list[Any], args: list[Any]) -> None:
+    """Queue ``run`` on a pipeline by its SHA1 alone.
+
+    redis-py asks the server ``SCRIPT EXISTS`` before every pipeline that holds a
+    ``Script``: one more round trip each time. (``run`` is a ``Script``; the stubs of
+    types-redis lack its ``sha`` and ``script``.) A pipeline of queued scripts is run by
+    ``execute_idempotent`` instead, which loads them only when the server says it lost them.
+    """
+    pipe.evalsha(run.sha, len(keys), *keys, *args)
+
+
+def execute_idempotent(build: Any, client: Any, *scripts: Any) -> list[Any]:
+    """Run the pipeline ``build()`` makes; on ``NOSCRIPT`` (a restarted or flushed Redis),
+    load ``scripts`` and run a new one. Only for commands that may safely run twice."""
+    try:
+        return list(build().execute())
+    except NoScriptError:
+        for each in scripts:
+            client.script_load(each.script)
+        return list(build().execute())
