@@ -243,9 +243,9 @@ def main() -> int:
         for n, _, name in running.alternating(list(sides), args.repeat):
             clear(r, queues, settings.key_prefix)
             elapsed = sides[name]()
-            queued = sum(r.llen(q) for q in queues)
+            queued = sum(running.jobs_queued(r.lrange(q, 0, -1)) for q in queues)
             if queued != args.jobs:
-                raise RuntimeError(f"{name}: {queued} messages queued, not {args.jobs}")
+                raise RuntimeError(f"{name}: {queued} jobs queued, not {args.jobs}")
             runs[name].append(elapsed)
             print(f"run {n + 1}/{args.repeat} {name:<36} {args.jobs / elapsed:9,.0f} jobs/s "
                   f"({elapsed:.2f} s)", flush=True)

@@ -58,6 +58,8 @@ class GateAPI:
     def _answer(self, hit: Hit) -> Reply | None:
         if "/held/" in hit.path:
             self.open.wait(timeout=120)
+        if "/slow/" in hit.path:
+            threading.Event().wait(0.3)  # longer than a bundle waits to write results together
         if "/gone/" in hit.path:
             return Reply(404, json={"error": {"message": "no such item"}})
         if "/flaky/" in hit.path:
@@ -173,20 +175,20 @@ def test_a_job_of_a_bundle_that_fails_fails_alone_with_its_record(
 
 def test_a_bundle_whose_worker_dies_runs_each_of_its_jobs_once(
         redis_server: LocalRedis, gate: GateAPI, broker: dict[str, str], tmp_path: Path) -> None:
-    """kill -9 right after a bundle's first job stored its result: the bundle comes
-    back, and the next worker runs only the jobs not yet run."""
+    """kill -9 right after a bundle wrote its first job's result (a slow job's is written
+    at once): the bundle comes back, and the next worker runs only the jobs not yet run."""
     stack = _stack(redis_server, gate, tmp_path, REQWORKER_JOBS_PER_MESSAGE="4", **broker)
     run = uuid.uuid4().hex[:8]
-    jobs = [{"api": "open", "path": f"/k/{run}/{i}", "key": i} for i in range(128)]
+    jobs = [{"api": "open", "path": f"/slow/{run}/{i}", "key": i} for i in range(128)]
     report = stack.client.submit_many(jobs, name="killed")
     # Not wait_ready: the worker may take its first bundle, and die, before saying ready.
-    doomed = WorkerProcess(dict(stack.env, REQWORKER_TEST_CRASH_AT="bundle-after-job"),
+    doomed = WorkerProcess(dict(stack.env, REQWORKER_TEST_CRASH_AT="bundle-after-write"),
                            stack.tmp / "doomed.log", concurrency=1)
     try:
         eventually(lambda: doomed.proc.poll() is not None, what="the worker killing itself")
     finally:
         doomed.kill()
-    assert "crash point bundle-after-job reached" in doomed.log()
+    assert "crash point bundle-after-write reached" in doomed.log()
     assert report.batch.status().succeeded == 1
 
     survivor = stack.worker("survivor", concurrency=4)
@@ -196,7 +198,7 @@ def test_a_bundle_whose_worker_dies_runs_each_of_its_jobs_once(
         survivor.stop()
     assert (counts.succeeded, counts.failed, counts.total) == (128, 0, 128)
     assert "1 of its 4 jobs were settled before" in survivor.log()
-    hits = Counter(h.path for h in gate.api.hits() if h.path.startswith(f"/k/{run}/"))
+    hits = Counter(h.path for h in gate.api.hits() if h.path.startswith(f"/slow/{run}/"))
     assert len(hits) == 128
     assert set(hits.values()) == {1}
 

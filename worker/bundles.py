@@ -5,6 +5,9 @@ bundle is what a ``reqworker.request`` task would be: the same attempt
 (``Executor.run``), its own result under its own id (as Celery stores a task's), its
 batch count and its metrics. The bundle stores no result of its own.
 
+- Results are written (with their batch counts) in one round trip for every job
+  finished since the last write, at most ``WRITE_EVERY_S`` after it: at once after a
+  slow job, together for quick ones.
 - A job that must run again (a backoff, a pause, a token renewal) leaves the bundle:
   it is sent as a message of its own, parked until due, and marked as handed off
   (``worker.handoff``); the bundle goes on with its next job.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,42 +87,65 @@ def _hand_back(task: Task, rest: Sequence[tuple[str, Any]], batch_id: str | None
     log.info("bundle %s: worker stopping, %d jobs back to the queue", task.request.id, len(jobs))
 
 
-def _finish(task: Task, job_id: str, job: Any, batch_id: str | None, record: dict[str, Any], *,
-            ok: bool) -> None:
-    """Store the job's result as Celery stores a task's, and count it, in one round trip.
+#: Results of a bundle's quick jobs are written together, at most this long after the
+#: bundle's last write; a job slower than this has its result written at once.
+WRITE_EVERY_S = 0.2
 
-    The result is written (and published, for ``AsyncResult.get``) unless the job has a
-    finished one already, as ``worker.resultstore`` keeps it; then the batch counts it.
-    Both go in one pipeline, in that order, retried as Celery retries a result.
+
+class _Results:
+    """The results of a bundle's finished jobs, and their batch counts, written together.
+
+    A result is written (and published, for ``AsyncResult.get``) unless the job has a
+    finished one already, as ``worker.resultstore`` keeps it; then the batch counts the
+    job. One pipeline carries every job finished since the last write, retried as
+    Celery retries a result. A worker that dies first loses only results not yet
+    written; their jobs, safe to send twice, run again when the bundle comes back.
     """
-    metrics.ended(job, succeeded=ok)
-    backend = task.backend
-    state = SUCCESS if ok else FAILURE
-    meta = backend._get_result_meta(result=backend.encode_result(record if ok else JobFailed(record), state),
-                                    state=state, traceback=None, request=None)
-    # The job's own, not the bundle's: pages and retries the bundle sent are no children of it.
-    meta.update(task_id=job_id, children=[])
-    value = backend.encode(meta)
-    rt = runtime()
 
-    client = rt.counters.client
-    keep = script(client, "resultstore_store.lua")
+    def __init__(self, task: Task, batch_id: str | None) -> None:
+        self.task = task
+        self.batch_id = batch_id
+        self.pending: list[tuple[str, str, str]] = []
+        self.last = time.monotonic()
 
-    def pipeline() -> Any:
-        pipe = client.pipeline(transaction=False)
-        queue(pipe, keep, [backend.get_key_for_task(job_id)], [value, int(backend.expires or 0)])
-        if batch_id:
-            rt.counters.queue_count(pipe, batch_id, job_id, SUCCEEDED if ok else FAILED)
-        return pipe
+    def add(self, job_id: str, job: Any, record: dict[str, Any], *, ok: bool) -> None:
+        metrics.ended(job, succeeded=ok)
+        backend = self.task.backend
+        state = SUCCESS if ok else FAILURE
+        result = backend.encode_result(record if ok else JobFailed(record), state)
+        meta = backend._get_result_meta(result=result, state=state, traceback=None, request=None)
+        # The job's own, not the bundle's: pages and retries the bundle sent are no children of it.
+        meta.update(task_id=job_id, children=[])
+        self.pending.append((job_id, backend.encode(meta), SUCCEEDED if ok else FAILED))
+        if not ok:
+            log.info("job %s failed: %s", job_id, JobFailed(record))
+        if time.monotonic() - self.last >= WRITE_EVERY_S:
+            self.write()
 
-    # Both scripts may run twice: the result is kept if there is one, a count is counted once.
-    backend.ensure(execute_idempotent, (pipeline, client, keep, rt.counters.move_script))
-    if not ok:
-        log.info("job %s failed: %s", job_id, JobFailed(record))
+    def write(self) -> None:
+        if not self.pending:
+            return
+        backend, rt, pending = self.task.backend, runtime(), list(self.pending)
+        client = rt.counters.client
+        keep = script(client, "resultstore_store.lua")
+
+        def pipeline() -> Any:
+            pipe = client.pipeline(transaction=False)
+            for job_id, value, counted in pending:
+                queue(pipe, keep, [backend.get_key_for_task(job_id)], [value, int(backend.expires or 0)])
+                if self.batch_id:
+                    rt.counters.queue_count(pipe, self.batch_id, job_id, counted)
+            return pipe
+
+        # Both scripts may run twice: the result is kept if there is one, a count is counted once.
+        backend.ensure(execute_idempotent, (pipeline, client, keep, rt.counters.move_script))
+        self.pending.clear()
+        self.last = time.monotonic()
+        crash_point("bundle-after-write", pending[0][0])
 
 
 def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, again: RunAgain,
-                     ctx: JobContext) -> None:
+                     ctx: JobContext, results: _Results) -> None:
     """The job leaves its bundle: a message of its own, due after the countdown."""
     kwargs = {"job": job, "batch_id": batch_id, "progress": again.spent.to_message()}
     try:
@@ -127,8 +154,7 @@ def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, ag
                            kwargsrepr=flower_view(job, batch_id))
     except Exception as exc:  # the broker refused: the job fails, its batch still finishes
         why_not = f"the retry could not be scheduled ({type(exc).__name__}); last: {again.reason}"
-        _finish(task, job_id, job, batch_id, runtime().executor.unschedulable(job, again.spent, ctx, why_not),
-                ok=False)
+        results.add(job_id, job, runtime().executor.unschedulable(job, again.spent, ctx, why_not), ok=False)
         return
     rt = runtime()
     rt.handoffs.mark(job_id)
@@ -138,19 +164,21 @@ def _run_again_alone(task: Task, job_id: str, job: Any, batch_id: str | None, ag
     run_again_reason(job_id, job, again)
 
 
-def run_one(task: Task, job_id: str, job: Any, batch_id: str | None) -> None:
-    """One job of a bundle: an attempt, then its result stored, or the job sent to run again."""
+def run_one(task: Task, job_id: str, job: Any, batch_id: str | None, results: _Results) -> None:
+    """One job of a bundle: an attempt, then its result, or the job sent to run again."""
     ctx = JobContext(job_id=job_id, batch_id=batch_id)
     outcome = runtime().executor.run(job, Spent(), ctx)
     if isinstance(outcome, Done):
+        results.add(job_id, job, outcome.record, ok=True)
         if outcome.next_job is not None:
+            # Not written before the page is out, as a single job's; but at once after it:
+            # run again, the job would send its next page a second time.
             publish_next_page(task, outcome.next_job, batch_id)
-        _finish(task, job_id, job, batch_id, outcome.record, ok=True)
+            results.write()
     elif isinstance(outcome, RunAgain):
-        _run_again_alone(task, job_id, job, batch_id, outcome, ctx)
+        _run_again_alone(task, job_id, job, batch_id, outcome, ctx, results)
     else:
-        _finish(task, job_id, job, batch_id, outcome.record, ok=False)
-    crash_point("bundle-after-job", job_id)
+        results.add(job_id, job, outcome.record, ok=False)
 
 
 @app.task(bind=True, name=BUNDLE_TASK_NAME, acks_late=True, ignore_result=True)
@@ -160,12 +188,17 @@ def bundle(self: Task, jobs: Any, batch_id: str | None = None) -> int:
     redelivered = (self.request.delivery_info or {}).get("redelivered")
     settled = _settled(self, entries, batch_id) if redelivered else set()
     ran = 0
-    for index, (job_id, job) in enumerate(entries):
-        if job_id in settled:
-            continue
-        if _stopping.is_set():
-            _hand_back(self, [e for e in entries[index:] if e[0] not in settled], batch_id)
-            break
-        run_one(self, job_id, job, batch_id)
-        ran += 1
+    results = _Results(self, batch_id)
+    try:
+        for index, (job_id, job) in enumerate(entries):
+            if job_id in settled:
+                continue
+            if _stopping.is_set():
+                results.write()
+                _hand_back(self, [e for e in entries[index:] if e[0] not in settled], batch_id)
+                break
+            run_one(self, job_id, job, batch_id, results)
+            ran += 1
+    finally:
+        results.write()
     return ran
