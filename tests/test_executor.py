@@ -20,6 +20,7 @@ from urllib3 import HTTPResponse
 from worker.admission import Pass, Refused, Wait
 from worker.auth import Credentials
 from worker.backoff import LONGEST_WAIT_S, Backoff
+from worker.bounds import admit_now
 from worker.errors import AuthError
 from worker.executor import Done, Executor, Failed, JobContext, RunAgain, Spent
 from worker.inflight import OUTCOME_UNKNOWN
@@ -49,6 +50,7 @@ class ScriptedAdapter(HTTPAdapter):
         self.sent: list[requests.PreparedRequest] = []
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        admit_now()  # as worker.bounds.BoundedAdapter does, before anything goes out
         self.sent.append(request)
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if reply.error is not None:
@@ -320,6 +322,34 @@ def test_a_cache_hit_is_done_without_spending_the_rate_budget_or_calling_the_api
     assert second.record["attempts"] == 1
     assert len(gate.asked) == 1  # the hit never asked the gate
     assert len(adapter.sent) == 1
+
+
+def test_without_a_budget_a_miss_checks_the_pause_before_it_goes_out_and_a_hit_never() -> None:
+    adapter = ScriptedAdapter(Reply(body=b'{"n": 1}'))
+    gate = StubGate([Pass(), Wait(4.0, "profile 'api' is paused (Retry-After): 4.0 s", kind="pause")])
+    run = executor(adapter, gate, sessions=CachedSessions(adapter)).run
+    assert isinstance(run(job(cache=True), Spent(), CTX), Done)
+    assert len(gate.asked) == 1
+    # Paused now: the same GET is a cache hit, and asks nothing.
+    hit = run(job(cache=True), Spent(), CTX)
+    assert isinstance(hit, Done)
+    assert hit.record["from_cache"] is True
+    assert len(gate.asked) == 1
+    # Another GET would go out: the pause holds it back before anything is sent.
+    held = run(job(cache=True, path="/items/2"), Spent(), CTX)
+    assert isinstance(held, RunAgain)
+    assert (held.countdown_s, held.backoff, held.spent.attempts, held.spent.waits) == (4.0, False, 0, 1)
+    assert len(gate.asked) == 2
+    assert len(adapter.sent) == 1
+
+
+def test_without_a_budget_a_pause_too_long_fails_a_miss_before_it_goes_out() -> None:
+    adapter = ScriptedAdapter(Reply())
+    gate = StubGate([Refused("profile 'api' is paused for 600.0 s")])
+    outcome = executor(adapter, gate, sessions=CachedSessions(adapter)).run(job(cache=True), Spent(), CTX)
+    assert isinstance(outcome, Failed)
+    assert outcome.record["error"]["type"] == "RateLimitError"
+    assert adapter.sent == []
 
 
 def test_a_refresh_skips_the_cache_and_goes_through_the_gate() -> None:

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -135,6 +135,33 @@ def attempt_deadline(timeout_s: float) -> Iterator[_Deadline]:
         watchdog.cancel(ident)
 
 
+class HeldBack(Exception):
+    """Raised where a request would go to the network, when ``admitting``'s check refused it."""
+
+    def __init__(self, ticket: Any) -> None:
+        super().__init__(ticket)
+        self.ticket = ticket
+
+
+@contextmanager
+def admitting(check: Callable[[], None] | None) -> Iterator[None]:
+    """Run ``check`` just before this thread's next request goes to the network (once,
+    redirects included); a cache hit never gets there. ``check`` raises ``HeldBack``."""
+    _current.admit = check
+    try:
+        yield
+    finally:
+        _current.admit = None
+
+
+def admit_now() -> None:
+    """Run the check ``admitting`` set, once: adapters call it before a request goes out."""
+    check: Callable[[], None] | None = getattr(_current, "admit", None)
+    if check is not None:
+        _current.admit = None
+        check()
+
+
 def _watch(conn: HTTPConnection) -> None:
     deadline: _Deadline | None = getattr(_current, "deadline", None)
     if deadline is not None:
@@ -191,6 +218,7 @@ class BoundedAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None,
              proxies: dict[str, str] | None = None) -> requests.Response:
+        admit_now()
         response = super().send(request, stream=True, timeout=timeout, verify=verify, cert=cert,
                                 proxies=proxies)
         if not stream:

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from worker import metrics
-from worker.admission import Gate, Refused, Wait
+from worker.admission import Gate, Pass, Refused, Wait
 from worker.auth import Authoriser, Credentials
 from worker.backoff import LONGEST_WAIT_S, GiveUp, bounded_countdown, countdown, parse_retry_after
+from worker.bounds import HeldBack
 from worker.errors import AuthError
 from worker.http import Attempt, Sessions, response_body, send
 from worker.inflight import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE, InFlight, guarded
@@ -156,23 +157,27 @@ class Executor:
                 metrics.attempted(job, cached)
                 spent = replace(spent, attempts=spent.attempts + 1)
                 return _done(ctx, job, profile, spent, cached)
-        slot_at = spent.slot_at_ms / 1000 if spent.slot_at_ms else None
-        ticket = self.gate.enter(profile, slot_at=slot_at, waits=spent.waits)
-        if isinstance(ticket, Refused):
-            return Failed(_record(ctx, job, spent, error=("RateLimitError", None, ticket.reason)))
-        if isinstance(ticket, Wait):
-            metrics.waited(profile.name, ticket.kind)
-            slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
-            waited = replace(spent, waits=spent.waits + 1, slot_at_ms=slot_at_ms)
-            return RunAgain(ticket.seconds, waited, ticket.reason, backoff=False)
-        marks = self.inflight if guarded(job) else None
-        try:
-            if marks is not None and not marks.begin(ctx.job_id):
-                error = (OUTCOME_UNKNOWN, None, OUTCOME_UNKNOWN_MESSAGE)
-                return Failed(_record(ctx, job, spent, error=error))
-            attempt = send(session, job, profile, creds.headers)
-        finally:
-            self.gate.leave(profile, ticket)
+        if job.uses_cache and not job.refresh and not self.gate.budgets(profile):
+            # Nothing to spend, so the one check, a pause of the profile, is made just
+            # before the request goes out: a cache hit makes none.
+            try:
+                attempt = send(session, job, profile, creds.headers,
+                               admit=lambda: self._admit(profile, spent))
+            except HeldBack as held:
+                return self._held(ctx, job, profile, spent, held.ticket)
+            marks = None
+        else:
+            ticket = self._enter(profile, spent)
+            if not isinstance(ticket, Pass):
+                return self._held(ctx, job, profile, spent, ticket)
+            marks = self.inflight if guarded(job) else None
+            try:
+                if marks is not None and not marks.begin(ctx.job_id):
+                    error = (OUTCOME_UNKNOWN, None, OUTCOME_UNKNOWN_MESSAGE)
+                    return Failed(_record(ctx, job, spent, error=error))
+                attempt = send(session, job, profile, creds.headers)
+            finally:
+                self.gate.leave(profile, ticket)
         metrics.attempted(job, attempt)
         spent = replace(spent, attempts=spent.attempts + 1, slot_at_ms=0)
         if attempt.response is None:
@@ -182,6 +187,28 @@ class Executor:
         if marks is not None and isinstance(outcome, RunAgain):
             marks.end(ctx.job_id)  # the API did not act: the retry may send it again
         return outcome
+
+    def _enter(self, profile: Profile, spent: Spent) -> Pass | Wait | Refused:
+        slot_at = spent.slot_at_ms / 1000 if spent.slot_at_ms else None
+        return self.gate.enter(profile, slot_at=slot_at, waits=spent.waits)
+
+    def _admit(self, profile: Profile, spent: Spent) -> None:
+        """The check ``send`` makes before a request goes out; raises ``HeldBack``."""
+        ticket = self._enter(profile, spent)
+        if not isinstance(ticket, Pass):
+            raise HeldBack(ticket)
+        self.gate.leave(profile, ticket)  # a profile without budgets holds no slot
+
+    @staticmethod
+    def _held(ctx: JobContext, job: Job, profile: Profile, spent: Spent,
+              ticket: Wait | Refused) -> Outcome:
+        """A job the fleet's limits hold back: it fails (a pause too long), or waits."""
+        if isinstance(ticket, Refused):
+            return Failed(_record(ctx, job, spent, error=("RateLimitError", None, ticket.reason)))
+        metrics.waited(profile.name, ticket.kind)
+        slot_at_ms = round(ticket.slot_at * 1000) if ticket.slot_at is not None else 0
+        waited = replace(spent, waits=spent.waits + 1, slot_at_ms=slot_at_ms)
+        return RunAgain(ticket.seconds, waited, ticket.reason, backoff=False)
 
     def _after_response(
         self,

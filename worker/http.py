@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -15,7 +15,7 @@ import redis
 import requests
 from requests_cache import CachedSession
 
-from worker.bounds import BoundedAdapter, attempt_deadline
+from worker.bounds import BoundedAdapter, admitting, attempt_deadline
 from worker.cache import cache_backend, session_kwargs
 from worker.jobs import Job
 from worker.keys import Keys
@@ -132,10 +132,13 @@ def send(
     auth: Mapping[str, str],
     *,
     only_if_cached: bool = False,
+    admit: Callable[[], None] | None = None,
 ) -> Attempt:
     """Make one attempt at ``job``; never raises for HTTP or network failures.
 
     With ``only_if_cached`` nothing goes to the network: a miss is a 504 not from cache.
+    ``admit`` runs just before the request goes to the network (not for a cache hit),
+    and may raise ``worker.bounds.HeldBack``, which this lets through.
     """
     kwargs: dict[str, Any] = {
         "params": job.params or None,
@@ -155,7 +158,7 @@ def send(
         if only_if_cached:
             response = session.request(job.method, job.url, **kwargs)
         else:
-            with attempt_deadline(profile.timeout_s) as deadline:
+            with attempt_deadline(profile.timeout_s) as deadline, admitting(admit):
                 try:
                     response = session.request(job.method, job.url, **kwargs)
                 except (requests.RequestException, OSError):
