@@ -6,7 +6,7 @@ test:
 	python3 dev.py test
 lint:
 	.venv/bin/ruff check .
-# Every bench with its defaults, one after another (about 15 minutes; each rewrites its own
+# Every bench with its defaults, one after another (about 20 minutes; each rewrites its own
 # section of bench/RESULTS.md). For the published figures add --repeat 3: make bench REPEAT=3
 REPEAT ?= 1
 bench:
@@ -15,3 +15,4 @@ bench:
 	.venv/bin/python bench/enqueue.py --repeat $(REPEAT)
 	.venv/bin/python bench/ratelimit.py --repeat $(REPEAT)
 	.venv/bin/python bench/waiting.py --repeat $(REPEAT)
+	.venv/bin/python bench/storage.py
