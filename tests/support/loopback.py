@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from producer.demo import loopback
 
@@ -140,6 +140,14 @@ class LoopbackAPI(loopback.LoopbackAPI):
         self._scripts: dict[tuple[str | None, str], list[loopback.Reply]] = {}
         self._hits: list[Hit] = []
         self._answers: Counter[str] = Counter()
+
+    def start(self) -> Self:
+        # serve_forever looks for a shutdown every poll_interval (0.5 s by default): every
+        # stop() would wait for that, and the suite stops a few hundred of these servers.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True, name="loopback-api")
+        self._thread.start()
+        return self
 
     def script(self, path: str, *replies: loopback.Reply, method: str | None = None) -> None:
         """Answer ``path`` (any method, or only ``method``) with ``replies`` in turn."""
