@@ -21,8 +21,8 @@ from worker.ratelimit import RateLimiter
 pytestmark = pytest.mark.integration
 
 LIMIT_PER_S = 20
-#: The API tolerates one request more than limit + burst in a window: what a request's
-#: time in transit (after the shared budget let it go) can add on a loaded machine.
+#: The API tolerates one request more than limit + burst in a window: a request may leave
+#: up to 50 ms after its slot (``worker.admission.LATE_S``), one request's spacing here.
 API_ALLOWS = LIMIT_PER_S + 1 + 1
 
 PROFILES = """
@@ -150,7 +150,7 @@ def test_a_fleet_sends_at_the_shared_rate_and_never_gets_a_429(
     report.batch.wait(poll_s=0.25, timeout_s=240)
     records = list(report.batch.results())
     assert len(records) == 300
-    assert all(r["ok"] for r in records)
+    assert [r["error"] for r in records if not r["ok"]] == []
     assert fussy.rejected == 0
     # waiting for the budget spends no attempt
     assert {r["attempts"] for r in records} == {1}
