@@ -30,7 +30,7 @@ timeout = 5
 
 [apis.slow]
 base_url = "{url}"
-timeout = 0.5
+timeout = 2
 backoff = {{ start = 0.05, factor = 2, count = 2 }}
 
 [apis.bearer]
