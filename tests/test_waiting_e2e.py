@@ -71,11 +71,16 @@ def parked(stack: Stack) -> int:
     return int(redis.Redis.from_url(stack.env["REQWORKER_REDIS_URL"]).zcard(parked_key(queue)))
 
 
-def inspect_holds(stack: Stack) -> int | None:
-    """Jobs the workers say they hold (scheduled on a countdown, reserved, running)."""
-    inspector = stack.client.app.control.inspect(timeout=2.0)
+def inspect_holds(stack: Stack, workers: list[WorkerProcess]) -> int | None:
+    """Jobs the workers say they hold (scheduled on a countdown, reserved, running).
+
+    Asked of these workers only: on RabbitMQ, the workers of other tests running at the
+    same time (another process of the suite, another suite) would answer a broadcast too.
+    """
+    names = {w.nodename for w in workers}
+    inspector = stack.client.app.control.inspect(destination=sorted(names), timeout=2.0)
     replies = [inspector.scheduled(), inspector.reserved(), inspector.active()]
-    if any(r is None for r in replies):
+    if any(r is None or set(r) != names for r in replies):
         return None  # a worker did not answer in time: ask again
     return sum(len(jobs) for reply in replies if reply for jobs in reply.values())
 
@@ -100,7 +105,7 @@ def test_a_countdown_longer_than_the_visibility_timeout_waits_in_the_broker_and_
     try:
         batch, _ = stack.client.submit({"api": "wait", "path": path})
         eventually(lambda: api.hits(path), what="the first attempt")
-        eventually(lambda: inspect_holds(stack) == 0, within_s=10,
+        eventually(lambda: inspect_holds(stack, workers) == 0, within_s=10,
                    what="no worker holding the job during its countdown")
         if not broker:
             assert parked(stack) == 1

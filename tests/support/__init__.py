@@ -9,6 +9,7 @@ the fixtures start). The private redis-server is ``producer.demo.localredis``.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,8 @@ class WorkerProcess:
         # A node name of its own: two workers named alike clash on RabbitMQ (exclusive
         # control queues) and confuse Flower.
         hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
+        #: Its node name, as Celery's remote control addresses it.
+        self.nodename = hostname.replace("%h", socket.gethostname())
         args = command or [*REQWORKER, "worker", "--concurrency", str(concurrency),
                            "--pool", pool, "--hostname", hostname]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
