@@ -67,8 +67,11 @@ class WorkerProcess:
         hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
         #: Its node name, as Celery's remote control addresses it.
         self.nodename = hostname.replace("%h", socket.gethostname())
+        # Without mingle (deploy/README.md suggests it for large fleets): at start-up, Celery
+        # would wait a second for the other workers to say which jobs were revoked; no test
+        # revokes one.
         args = command or [*REQWORKER, "worker", "--concurrency", str(concurrency),
-                           "--pool", pool, "--hostname", hostname]
+                           "--pool", pool, "--hostname", hostname, "--", "--without-mingle"]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
