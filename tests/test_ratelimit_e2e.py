@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, eventually, run_cli
+from tests.support import WorkerProcess, eventually, run_cli, start_all, stop_all
 from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
@@ -131,11 +131,8 @@ def stack(redis_server: LocalRedis, fussy: FussyAPI,
 def workers(stack: Stack) -> Iterator[list[WorkerProcess]]:
     procs = [WorkerProcess(stack.env, stack.tmp / f"w{i}.log", concurrency=8, hostname=f"w{i}@%h")
              for i in range(2)]
-    for proc in procs:
-        proc.wait_ready()
-    yield procs
-    for proc in procs:
-        proc.stop()
+    yield start_all(procs)
+    stop_all(procs)
 
 
 def limiter(stack: Stack, redis_server: LocalRedis) -> RateLimiter:

@@ -14,7 +14,7 @@ import pytest
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
 from producer.flower import AUTH_ENV
-from tests.support import WorkerProcess, base_env, eventually
+from tests.support import WorkerProcess, base_env, eventually, start_all, stop_all
 from tests.support.flower import PASSWORD, USER, FlowerProcess
 from tests.support.oauth import ENV, FleetProvider, Realm
 from worker.profiles import load_profiles
@@ -54,12 +54,9 @@ def fleet(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     workers = [WorkerProcess(env, tmp / f"{host}.log", concurrency=8, hostname=f"worker@{host}")
                for host in HOSTS]
     try:
-        for worker in workers:
-            worker.wait_ready()
-        yield flower, workers
+        yield flower, start_all(workers)
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
         flower.stop()
 
 

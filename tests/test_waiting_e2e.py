@@ -17,7 +17,7 @@ import redis
 
 from producer.client import Batch
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, eventually
+from tests.support import WorkerProcess, eventually, stop_all
 from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
@@ -101,7 +101,7 @@ def test_a_countdown_longer_than_the_visibility_timeout_waits_in_the_broker_and_
     stack = make(redis_server.url, api, tmp_path, REQWORKER_VISIBILITY_TIMEOUT="12", **broker)
     path = f"/later/{uuid.uuid4().hex}"
     api.script(path, Reply(503, headers={"Retry-After": "18"}), Reply(json={"done": True}))
-    workers = [stack.worker(f"w{i}", concurrency=2) for i in range(2)]
+    workers = stack.workers("w0", "w1", concurrency=2)
     try:
         batch, _ = stack.client.submit({"api": "wait", "path": path})
         eventually(lambda: api.hits(path), what="the first attempt")
@@ -114,8 +114,7 @@ def test_a_countdown_longer_than_the_visibility_timeout_waits_in_the_broker_and_
         assert not batch.status().finished
         batch.wait(poll_s=0.2, timeout_s=120)
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
     record = next(batch.results())
     assert record["ok"] is True
     assert record["attempts"] == 2
@@ -159,7 +158,7 @@ def test_a_pause_storm_leaves_jobs_in_redis_and_every_worker_shares_the_work_aft
     stack = make(redis_server.url, api, tmp_path)
     path = f"/storm/{uuid.uuid4().hex}"
     api.script(path, Reply(json={"ok": 1}))
-    workers = [stack.worker(f"s{i}", concurrency=2) for i in range(2)]
+    workers = stack.workers("s0", "s1", concurrency=2)
     try:
         pause(stack, "storm", 20)
         batch = submit_many(stack, [{"api": "storm", "path": path, "params": {"i": i}, "cache": False}
@@ -176,8 +175,7 @@ def test_a_pause_storm_leaves_jobs_in_redis_and_every_worker_shares_the_work_aft
         most_held = max(held)
         batch.wait(poll_s=0.2, timeout_s=120)
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
     # Each worker holds at most its concurrency plus its prefetch (2 + 2).
     assert most_held <= 2 * (2 + 2)
     assert batch.status().succeeded == 200
@@ -213,15 +211,14 @@ def test_a_fleet_stopped_with_jobs_parked_finishes_them_when_started_again(
     stack = make(redis_server.url, api, tmp_path, **broker)
     path = f"/fleet/{uuid.uuid4().hex}"
     api.script(path, Reply(503, headers={"Retry-After": "3"}), Reply(json={"ok": 1}))
-    first = [stack.worker(f"f{i}", concurrency=2) for i in range(2)]
+    first = stack.workers("f0", "f1", concurrency=2)
     try:
         batch = submit_many(stack, [{"api": "wait", "path": path, "params": {"i": i}}
                                     for i in range(20)])
         eventually(lambda: api.hits(path), what="the first attempt")
         eventually(lambda: batch.status().pending == 0, what="every job waiting or done")
     finally:
-        for w in first:
-            w.stop()  # SIGTERM: a normal restart of the whole fleet
+        stop_all(first)  # SIGTERM: a normal restart of the whole fleet
     assert not batch.status().finished
     again = stack.worker("again", concurrency=4)
     try:

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
 
-from producer.demo.processes import stop_group
+from producer.demo.processes import stop_group, stop_groups
 
 REQWORKER = [sys.executable, "-m", "producer.cli"]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,6 +102,27 @@ class WorkerProcess:
     def stop(self) -> None:
         stop_group(self.proc)
         self._log.close()
+
+
+def start_all(workers: Iterable[WorkerProcess]) -> list[WorkerProcess]:
+    """Wait until all the workers, started together, are ready (or kill them all)."""
+    workers = list(workers)
+    try:
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
+    return workers
+
+
+def stop_all(workers: Iterable[WorkerProcess]) -> None:
+    """SIGTERM all the workers at once (their warm shutdowns overlap), as ``stop`` does one."""
+    workers = list(workers)
+    stop_groups([worker.proc for worker in workers])
+    for worker in workers:
+        worker._log.close()
 
 
 def run_cli(env: Mapping[str, str], *args: str, input_text: str | None = None,
