@@ -1,6 +1,7 @@
 """Shared fixtures: a private redis-server, a loopback API, and the environment to reach them.
 
-Nothing here touches the machine's own Redis or RabbitMQ.
+Nothing here touches the machine's own Redis or RabbitMQ. The hooks at the end order
+the modules for pytest-xdist's processes, and let ``-p no:xdist`` run the suite in one.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 import redis
@@ -104,7 +105,44 @@ def provider() -> Iterator[Provider]:
 INTEGRATION_FIXTURES = frozenset({"redis_server", "loopback_api", "provider", "broker"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: Modules that take a minute or more, most of it waiting (visibility timeouts, countdowns,
+#: a pause): they start first, so that no process is left with one of them at the end.
+LONG_MODULES = ("test_waiting_survives_e2e.py", "test_waiting_e2e.py", "test_batches_e2e.py",
+                "test_resume_e2e.py")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, None, None]:
+    # Before every other plugin's hook: -m selects by this mark.
     for item in items:
         if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    # pytest-xdist's processes take a module at a time (--dist=loadfile), in this order:
+    # the long modules, the others with integration tests, then the quick ones to fill in
+    # at the end. Within a module the order stays.
+    integration = {_module(i) for i in items if i.get_closest_marker("integration")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = _module(item).rsplit("/", 1)[-1]
+        if name in LONG_MODULES:
+            return 0, LONG_MODULES.index(name)
+        return (1 if _module(item) in integration else 2), 0
+
+    items.sort(key=rank)
+    yield
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """With pytest-xdist turned off (``-p no:xdist``), its options in pyproject.toml's
+    addopts are accepted and mean nothing: the tests run in this process."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist (off)")
+    group.addoption("--numprocesses", dest="numprocesses", default=None,
+                    help="ignored: pytest-xdist is off")
+    group.addoption("--dist", dest="dist", default="no", help="ignored: pytest-xdist is off")
+    group.addoption("--no-loadscope-reorder", action="store_true", help="ignored: pytest-xdist is off")
