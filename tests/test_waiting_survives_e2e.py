@@ -73,9 +73,10 @@ def test_parked_jobs_survive_a_redis_restart_and_the_workers_reconnect(
         stack = make(server.url, api, tmp_path)
         path = f"/restart/{uuid.uuid4().hex}"
         api.script(path, Reply(json={"ok": 1}))
-        pause(stack, "storm", 8)
         worker = stack.worker("r", concurrency=4)
         try:
+            # The 8 s are for parking the jobs, not for starting the worker.
+            pause(stack, "storm", 8)
             batch = submit_many(stack, [{"api": "storm", "path": path, "params": {"i": i}}
                                         for i in range(50)])
             eventually(lambda: parked(stack) == 50, what="all jobs parked")
