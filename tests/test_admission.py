@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.admission import NOW, PROFILE, FakeLimiter, gate
-from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Pass, Refused, Wait
+from worker.admission import EARLY_S, LATE_S, RESERVE_HORIZON_S, Gate, Pass, Refused, Wait
 from worker.durations import parse_rate
 from worker.profiles import Profile
 from worker.ratelimit import RateDecision
@@ -24,6 +24,32 @@ def test_a_reserved_slot_is_slept_for_then_goes_without_asking_again() -> None:
     limiter = FakeLimiter([RateDecision(0.3, False, True)])
     assert gate(limiter, slept).enter(PROFILE) == Pass(None)
     assert slept == [0.3]
+
+
+def test_a_job_woken_too_late_for_its_reserved_slot_asks_for_a_new_one() -> None:
+    """A worker short of CPU wakes the job late: sent then, its request would add to a later
+    second's, bunched with the requests of the slots after it."""
+    clock = [NOW]
+
+    def oversleep(seconds: float) -> None:
+        clock[0] += seconds + LATE_S + 0.01
+
+    limiter = FakeLimiter([RateDecision(0.3, False, True), RateDecision(0.0, False, True)])
+    ticket = Gate(limiter, sleep=oversleep, clock=lambda: clock[0]).enter(PROFILE)  # type: ignore[arg-type]
+    assert ticket == Pass(None)
+    assert limiter.reserve_asked == [RESERVE_HORIZON_S, RESERVE_HORIZON_S]
+
+
+def test_a_job_woken_a_little_late_for_its_reserved_slot_goes() -> None:
+    clock = [NOW]
+
+    def oversleep(seconds: float) -> None:
+        clock[0] += seconds + LATE_S - 0.01
+
+    limiter = FakeLimiter([RateDecision(0.3, False, True)])
+    ticket = Gate(limiter, sleep=oversleep, clock=lambda: clock[0]).enter(PROFILE)  # type: ignore[arg-type]
+    assert ticket == Pass(None)
+    assert limiter.reserve_asked == [RESERVE_HORIZON_S]
 
 
 def test_a_pause_that_began_during_the_sleep_sends_the_job_back() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, run_cli
+from tests.support import WorkerProcess, run_cli, start_all, stop_all
 from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, make_stack
 
@@ -42,10 +42,9 @@ def workers(stack: Stack) -> Iterator[list[WorkerProcess]]:
     procs = [WorkerProcess(stack.env, stack.tmp / f"bulk{i}.log", concurrency=8,
                            hostname=f"bulk{i}@%h") for i in range(2)]
     try:
-        yield [p.wait_ready() for p in procs]
+        yield start_all(procs)
     finally:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
 
 
 def test_4000_jobs_each_key_has_exactly_one_result(stack: Stack, workers: list[WorkerProcess],

@@ -29,10 +29,11 @@ def test_a_paused_job_counts_as_waiting_and_a_backed_off_one_as_retrying(stack: 
     worker = stack.worker("counts", concurrency=2)
     try:
         backing_off, _ = stack.client.submit({"api": "seed", "path": limited})
-        eventually(lambda: stack.api.hits(limited), what="the 429")
+        # Counted as retrying once the worker has paused the profile for the Retry-After
+        # (not as soon as the API has answered 429: a job sent then might pass before it).
+        eventually(lambda: backing_off.status().retrying == 1, what="the 429 job retrying")
         # The Retry-After paused the profile: a job that comes now waits, it has not failed.
         paced, paced_id = stack.client.submit({"api": "seed", "path": f"/echo/{uuid.uuid4().hex}"})
-        eventually(lambda: backing_off.status().retrying == 1, what="the 429 job retrying")
         eventually(lambda: paced.status().waiting == 1, what="the paced job waiting")
         shown = json.loads(run_cli(stack.env, "status", paced.id, "--json").stdout)
         assert backing_off.status().waiting == 0

@@ -19,7 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer.demo.localredis import LocalRedis, free_port
-from tests.support import WorkerProcess, eventually, run_cli
+from tests.support import WorkerProcess, eventually, run_cli, stop_all
 from tests.support.loopback import LoopbackAPI, Reply
 from tests.support.stack import TOKEN, Stack, make_stack
 
@@ -203,8 +203,7 @@ def test_two_workers_on_one_host_each_count_their_own_share(
             counted = [s.total("reqworker_requests_total", status="200") for s in scrapes]
             assert sum(counted) == api.answers()["200"] == 40
         finally:
-            for w in workers:
-                w.worker.stop()
+            stop_all(w.worker for w in workers)
     # Every line of both logs, to the warm shutdown, is one JSON object.
     for w in workers:
         lines = w.worker.log().splitlines()

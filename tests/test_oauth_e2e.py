@@ -22,7 +22,7 @@ import redis
 
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, base_env, eventually
+from tests.support import WorkerProcess, base_env, eventually, stop_all
 from tests.support.loopback import Hit, Reply
 from tests.support.oauth import ENV, FleetProvider, Realm, every_value
 from worker.keys import Keys
@@ -82,8 +82,7 @@ class Fleet:
         return [record for batch_id in ids for record in self.client.batch(batch_id).results()]
 
     def stop(self) -> None:
-        for proc in self.workers:
-            proc.stop()
+        stop_all(self.workers)
 
 
 def make_fleet(name: str, redis_url: str, provider: FleetProvider, profiles: str, tmp: Path) -> Fleet:

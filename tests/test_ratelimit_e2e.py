@@ -6,13 +6,14 @@ import json
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 import redis
 
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, eventually, run_cli
+from tests.support import WorkerProcess, eventually, run_cli, start_all, stop_all
 from tests.support.loopback import Hit, LoopbackAPI, Reply
 from tests.support.stack import Stack, new_stack
 from worker.keys import Keys
@@ -21,8 +22,8 @@ from worker.ratelimit import RateLimiter
 pytestmark = pytest.mark.integration
 
 LIMIT_PER_S = 20
-#: The API tolerates one request more than limit + burst in a window: what a request's
-#: time in transit (after the shared budget let it go) can add on a loaded machine.
+#: The API tolerates one request more than limit + burst in a window: a request may leave
+#: up to 50 ms after its slot (``worker.admission.LATE_S``), one request's spacing here.
 API_ALLOWS = LIMIT_PER_S + 1 + 1
 
 PROFILES = """
@@ -131,11 +132,8 @@ def stack(redis_server: LocalRedis, fussy: FussyAPI,
 def workers(stack: Stack) -> Iterator[list[WorkerProcess]]:
     procs = [WorkerProcess(stack.env, stack.tmp / f"w{i}.log", concurrency=8, hostname=f"w{i}@%h")
              for i in range(2)]
-    for proc in procs:
-        proc.wait_ready()
-    yield procs
-    for proc in procs:
-        proc.stop()
+    yield start_all(procs)
+    stop_all(procs)
 
 
 def limiter(stack: Stack, redis_server: LocalRedis) -> RateLimiter:
@@ -143,14 +141,17 @@ def limiter(stack: Stack, redis_server: LocalRedis) -> RateLimiter:
 
 
 def test_a_fleet_sends_at_the_shared_rate_and_never_gets_a_429(
-        stack: Stack, workers: list[WorkerProcess], fussy: FussyAPI) -> None:
+        stack: Stack, workers: list[WorkerProcess], fussy: FussyAPI,
+        alone: Callable[[], AbstractContextManager[None]]) -> None:
     run = uuid.uuid4().hex[:8]
     jobs = [{"api": "limited", "path": f"/item/{run}/{i}", "key": i} for i in range(300)]
-    report = stack.client.submit_many(jobs, name="limited")
-    report.batch.wait(poll_s=0.25, timeout_s=240)
+    # Alone: a worker kept off the CPU by another test sends late, and late requests bunch.
+    with alone():
+        report = stack.client.submit_many(jobs, name="limited")
+        report.batch.wait(poll_s=0.25, timeout_s=240)
     records = list(report.batch.results())
     assert len(records) == 300
-    assert all(r["ok"] for r in records)
+    assert [r["error"] for r in records if not r["ok"]] == []
     assert fussy.rejected == 0
     # waiting for the budget spends no attempt
     assert {r["attempts"] for r in records} == {1}

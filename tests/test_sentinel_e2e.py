@@ -17,7 +17,7 @@ import redis
 
 from producer.client import Client
 from producer.demo.localredis import LocalRedis
-from tests.support import WorkerProcess, base_env, eventually, run_cli
+from tests.support import WorkerProcess, base_env, eventually, run_cli, stop_all
 from tests.support.loopback import LoopbackAPI, Reply
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -126,5 +126,4 @@ def test_workers_carry_on_after_the_primary_is_killed(
         for worker in workers:
             assert worker.proc.poll() is None, "a worker died with the primary"
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)

@@ -34,8 +34,9 @@ SLOT_WAIT_MAX_S = 8.0
 #: A job waiting in Redis for its reserved slot comes back this long before the slot,
 #: and sleeps the rest in the worker, so that its request leaves on time.
 EARLY_S = 0.4
-#: A job back later than this after its reserved slot gives it up and asks for a new
-#: one: sent late, it would add to the requests of a later second.
+#: A job back later than this after its reserved slot, or woken that late from its sleep
+#: for the slot, gives it up and asks for a new one: sent late, it would add to the
+#: requests of a later second.
 LATE_S = 0.05
 
 
@@ -127,6 +128,12 @@ class Gate:
                 if asked:  # a short wait for a slot just reserved (not the end of an earlier wait)
                     metrics.waited(profile.name, "rate")
                 self._sleep(wait_s)
+                if self._clock() - (now + wait_s) > LATE_S:
+                    # Woken too late for its slot (a worker short of CPU): as for a job back
+                    # late from the broker, it asks for a new slot rather than add to a later
+                    # second's requests. Each time it wakes that late costs one slot.
+                    self.leave(profile, Pass(slot))
+                    return self.enter(profile, waits=waits)
             # A pause (one that began while this job slept for its slot too) holds it back.
             wait_s, paused = self.limiter.pause_left(profile.name), True
             if wait_s <= 0:

@@ -9,17 +9,18 @@ the fixtures start). The private redis-server is ``producer.demo.localredis``.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
 
-from producer.demo.processes import stop_group
+from producer.demo.processes import stop_group, stop_groups
 
 REQWORKER = [sys.executable, "-m", "producer.cli"]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,8 +65,13 @@ class WorkerProcess:
         # A node name of its own: two workers named alike clash on RabbitMQ (exclusive
         # control queues) and confuse Flower.
         hostname = hostname or f"{log_path.stem}-{uuid.uuid4().hex[:6]}@%h"
+        #: Its node name, as Celery's remote control addresses it.
+        self.nodename = hostname.replace("%h", socket.gethostname())
+        # Without mingle (deploy/README.md suggests it for large fleets): at start-up, Celery
+        # would wait a second for the other workers to say which jobs were revoked; no test
+        # revokes one.
         args = command or [*REQWORKER, "worker", "--concurrency", str(concurrency),
-                           "--pool", pool, "--hostname", hostname]
+                           "--pool", pool, "--hostname", hostname, "--", "--without-mingle"]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -96,6 +102,27 @@ class WorkerProcess:
     def stop(self) -> None:
         stop_group(self.proc)
         self._log.close()
+
+
+def start_all(workers: Iterable[WorkerProcess]) -> list[WorkerProcess]:
+    """Wait until all the workers, started together, are ready (or kill them all)."""
+    workers = list(workers)
+    try:
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
+    return workers
+
+
+def stop_all(workers: Iterable[WorkerProcess]) -> None:
+    """SIGTERM all the workers at once (their warm shutdowns overlap), as ``stop`` does one."""
+    workers = list(workers)
+    stop_groups([worker.proc for worker in workers])
+    for worker in workers:
+        worker._log.close()
 
 
 def run_cli(env: Mapping[str, str], *args: str, input_text: str | None = None,

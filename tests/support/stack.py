@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.client import Batch, Client
-from tests.support import WorkerProcess, base_env
+from tests.support import WorkerProcess, base_env, start_all
 from tests.support.loopback import LoopbackAPI
 from worker.profiles import load_profiles
 from worker.settings import Settings
@@ -30,7 +30,7 @@ timeout = 5
 
 [apis.slow]
 base_url = "{url}"
-timeout = 0.5
+timeout = 2
 backoff = {{ start = 0.05, factor = 2, count = 2 }}
 
 [apis.bearer]
@@ -60,6 +60,10 @@ class Stack:
 
     def worker(self, name: str, **kwargs: Any) -> WorkerProcess:
         return WorkerProcess(self.env, self.tmp / f"{name}.log", **kwargs).wait_ready()
+
+    def workers(self, *names: str, **kwargs: Any) -> list[WorkerProcess]:
+        """One worker for each name, started together."""
+        return start_all(WorkerProcess(self.env, self.tmp / f"{name}.log", **kwargs) for name in names)
 
 
 def countdowns(log: str, job_id: str) -> list[float]:
