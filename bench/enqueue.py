@@ -223,6 +223,7 @@ def main() -> int:
         import redis
 
         from bench.baseline_app import app as plain
+        from producer.bundling import job_ids
         from producer.client import Client
 
         header = running.machine()
@@ -243,7 +244,7 @@ def main() -> int:
         for n, _, name in running.alternating(list(sides), args.repeat):
             clear(r, queues, settings.key_prefix)
             elapsed = sides[name]()
-            queued = sum(running.jobs_queued(r.lrange(q, 0, -1)) for q in queues)
+            queued = sum(len(job_ids(r.lrange(q, 0, -1))) for q in queues)
             if queued != args.jobs:
                 raise RuntimeError(f"{name}: {queued} jobs queued, not {args.jobs}")
             runs[name].append(elapsed)

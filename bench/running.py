@@ -10,7 +10,6 @@ Run it through ``run(main)``: exit code, or 130 after a Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform
@@ -259,20 +258,6 @@ def enqueue(app: Any, side: Side, messages: list[tuple[str, dict[str, Any]]]) ->
                                      packable=packable(job, profiles)))
         publisher.publish(pack(outgoing, publisher.per_message))
     return [task_id for task_id, _ in messages]
-
-
-def jobs_queued(raw_messages: list[bytes]) -> int:
-    """How many jobs the task messages of a queue carry: one each, or a bundle's count."""
-    from worker.jobs import BUNDLE_TASK_NAME
-
-    count = 0
-    for raw in raw_messages:
-        message = json.loads(raw)
-        if message["headers"].get("task") == BUNDLE_TASK_NAME:
-            count += len(json.loads(base64.b64decode(message["body"]))[1]["jobs"])
-        else:
-            count += 1
-    return count
 
 
 def machine() -> str:

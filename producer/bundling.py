@@ -15,8 +15,9 @@ alone, one job a message, as ``send_task`` would send them. A chunk becomes at l
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from producer.publish import Outgoing, random_uuids
 from worker.inflight import guarded
@@ -74,3 +75,17 @@ def shown_bundle(group: Sequence[Outgoing], batch_id: str | None) -> str:
     first = json.loads(group[0].kwargsrepr).get("job")
     return json.dumps({"jobs": len(group), "first": first, "ids": [m.task_id for m in group],
                        "batch_id": batch_id})
+
+
+def job_ids(raw_messages: Iterable[bytes]) -> list[str]:
+    """The job ids that task messages (as kombu's Redis transport stores them) carry: a
+    job's task id, or each job id of a bundle."""
+    ids: list[str] = []
+    for raw in raw_messages:
+        message = json.loads(raw)
+        if message["headers"].get("task") != BUNDLE_TASK_NAME:
+            ids.append(message["headers"]["id"])
+            continue
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        ids.extend(entry["id"] for entry in kwargs["jobs"])
+    return ids

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from producer.bundling import job_ids
 from producer.demo.localredis import LocalRedis
 from tests.support import WorkerProcess, eventually
 from tests.support.loopback import Hit, LoopbackAPI, Reply
-from tests.support.messages import job_ids
 from tests.support.stack import Stack, new_stack
 from worker.errors import JobFailed
 from worker.jobs import BUNDLE_TASK_NAME, TASK_NAME

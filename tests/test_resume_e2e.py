@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from producer.bundling import job_ids
 from producer.demo.localredis import LocalRedis
 from producer.enqueue import enqueue
 from producer.publish import RedisBulkPublisher
 from tests.support import REQWORKER, eventually, run_cli
 from tests.support.loopback import LoopbackAPI
-from tests.support.messages import job_ids
 from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.integration
